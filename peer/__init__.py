@@ -1,0 +1,1 @@
+"""Headless Python peer: identity, averaging core, frame verification, WebRTC mesh, trainer."""

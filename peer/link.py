@@ -1,0 +1,136 @@
+"""One neighbor: an RTCPeerConnection with one reliable, ordered data channel.
+
+Frames are split into <= 256 KiB messages (``protocols.chunking``) and sent with
+backpressure: the sender waits for ``bufferedamountlow`` whenever more than ``high_water``
+bytes are queued, because aiortc buffers without limit and Chromium throws past 16 MiB.
+Sends are serialized per link so frames (and their sequence numbers) arrive in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from enum import Enum
+
+from aiortc import RTCDataChannel, RTCPeerConnection
+
+from protocols.chunking import DEFAULT_MESSAGE_SIZE, Reassembler, split_frame
+from protocols.errors import ChunkError
+from protocols.signaling import PeerInfo
+
+log = logging.getLogger("peer.link")
+
+HIGH_WATER = 4 * 1024 * 1024
+LOW_WATER = 1 * 1024 * 1024
+
+
+class LinkState(Enum):
+    CONNECTING = "connecting"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+FrameHandler = Callable[["PeerLink", bytes], Awaitable[None]]
+
+
+class PeerLink:
+    def __init__(
+        self,
+        remote: PeerInfo,
+        pc: RTCPeerConnection,
+        *,
+        max_frame_size: int,
+        on_frame: FrameHandler,
+        on_closed: Callable[[PeerLink], None],
+        on_chunk_error: Callable[[PeerLink, str], None],
+        message_size: int = DEFAULT_MESSAGE_SIZE,
+        send_timeout: float = 30.0,
+    ) -> None:
+        self.remote = remote
+        self.remote_key = bytes.fromhex(remote.public_key)
+        self.pc = pc
+        self.state = LinkState.CONNECTING
+        self.channel: RTCDataChannel | None = None
+        self.reassembler = Reassembler(max_frame_size=max_frame_size)
+        self.message_size = message_size
+        self.send_timeout = send_timeout
+        self.send_lock = asyncio.Lock()
+        self.opened = asyncio.Event()
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self._transfer_id = 0
+        self._low = asyncio.Event()
+        self._on_frame, self._on_closed, self._on_chunk_error = on_frame, on_closed, on_chunk_error
+        self._tasks: set[asyncio.Task[None]] = set()
+        pc.on("connectionstatechange", self._on_connection_state)
+
+    @property
+    def peer_id(self) -> str:
+        return self.remote.peer_id
+
+    def _set_state(self, state: LinkState) -> None:
+        if state == self.state:
+            return
+        log.debug("link %s: %s -> %s", self.peer_id[:8], self.state.value, state.value)
+        self.state = state
+        if state == LinkState.OPEN:
+            self.opened.set()
+        elif state == LinkState.CLOSED:
+            self._low.set()  # wake blocked senders so they notice the close
+            for task in self._tasks:
+                task.cancel()
+            self._on_closed(self)
+
+    def attach(self, channel: RTCDataChannel) -> None:
+        self.channel = channel
+        channel.bufferedAmountLowThreshold = LOW_WATER
+        channel.on("bufferedamountlow", self._low.set)
+        channel.on("message", self._on_message)
+        channel.on("close", lambda: asyncio.ensure_future(self.close()))
+        if channel.readyState == "open":
+            self._set_state(LinkState.OPEN)
+        else:
+            channel.on("open", lambda: self._set_state(LinkState.OPEN))
+
+    def _on_connection_state(self) -> None:
+        if self.pc.connectionState in ("failed", "closed"):
+            asyncio.ensure_future(self.close())
+
+    def _on_message(self, message: bytes | str) -> None:
+        if isinstance(message, str):
+            self._on_chunk_error(self, "malformed")
+            return
+        self.bytes_received += len(message)
+        try:
+            frame = self.reassembler.feed(message)
+        except ChunkError as exc:
+            self._on_chunk_error(self, exc.reason)
+            return
+        if frame is not None:
+            task = asyncio.ensure_future(self._on_frame(self, frame))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def send(self, build: Callable[[], bytes]) -> None:
+        """Build a frame under the link's send lock and send it in chunks with backpressure."""
+        async with self.send_lock:
+            if self.state != LinkState.OPEN or self.channel is None:
+                raise ConnectionError(f"link to {self.peer_id[:8]} is {self.state.value}")
+            data = build()
+            self._transfer_id = (self._transfer_id + 1) & 0xFFFFFFFF
+            async with asyncio.timeout(self.send_timeout):
+                for chunk in split_frame(data, self._transfer_id, self.message_size):
+                    while self.channel.bufferedAmount > HIGH_WATER and self.state == LinkState.OPEN:
+                        self._low.clear()
+                        await self._low.wait()
+                    if self.state != LinkState.OPEN:
+                        raise ConnectionError(f"link to {self.peer_id[:8]} closed while sending")
+                    self.channel.send(chunk)
+                    self.bytes_sent += len(chunk)
+
+    async def close(self) -> None:
+        if self.state == LinkState.CLOSED:
+            return
+        self._set_state(LinkState.CLOSED)
+        await self.pc.close()

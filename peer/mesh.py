@@ -1,0 +1,279 @@
+"""The WebRTC mesh: a signaling client plus one ``PeerLink`` per neighbor.
+
+Neighbors are chosen at random among known peers until ``degree`` links exist; incoming
+offers are accepted up to ``max_degree``. Offer glare (both sides offer at once) is broken
+by peer id: the smaller id keeps its offer, the larger answers. Failed or silent links are
+closed and replaced; the signaling connection is re-established with backoff, and links
+stay up while the server is away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc.sdp import candidate_from_sdp
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import BaseModel
+
+from protocols.crypto import join_message, peer_id_of, public_key_bytes, sign
+from protocols.errors import ProtocolError
+from protocols.signaling import (
+    Answer,
+    Candidate,
+    Challenge,
+    Error,
+    IceServer,
+    Join,
+    Offer,
+    PeerInfo,
+    PeerJoined,
+    PeerLeft,
+    Ping,
+    Welcome,
+    dump,
+    parse_server_message,
+)
+
+from .link import FrameHandler, LinkState, PeerLink
+
+log = logging.getLogger("peer.mesh")
+
+
+@dataclass
+class MeshConfig:
+    degree: int = 4
+    max_degree: int = 8
+    ice_servers: list[IceServer] | None = None  # None: take the swarm's (from the welcome)
+    connect_timeout: float = 20.0
+    maintain_interval: float = 1.0
+    ping_interval: float = 30.0
+    reconnect_max_delay: float = 10.0
+    retry_after: float = 5.0
+    client: str = "python"
+
+
+@dataclass
+class MeshStats:
+    chunk_rejects: dict[str, int] = field(default_factory=dict)
+    mdns_candidates_skipped: int = 0
+    signaling_errors: list[str] = field(default_factory=list)
+
+
+class Mesh:
+    def __init__(
+        self,
+        key: Ed25519PrivateKey,
+        ws_url: str,
+        swarm_id: str,
+        config: MeshConfig,
+        *,
+        max_frame_size: int,
+        on_frame: FrameHandler,
+        on_chunk_error: Callable[[str], None] | None = None,
+    ) -> None:
+        self.key = key
+        self.public_key = public_key_bytes(key)
+        self.peer_id = peer_id_of(self.public_key)
+        self.ws_url, self.swarm_id, self.config = ws_url, swarm_id, config
+        self.max_frame_size = max_frame_size
+        self.on_frame = on_frame
+        self.on_chunk_error = on_chunk_error
+        self.known: dict[str, PeerInfo] = {}
+        self.links: dict[str, PeerLink] = {}
+        self.welcome: asyncio.Future[Welcome] = asyncio.get_running_loop().create_future()
+        self.stats = MeshStats()
+        self.connected = asyncio.Event()
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._retry_at: dict[str, float] = {}
+        self._rng = random.Random()
+        self._closing = False
+
+    # ---- lifecycle ----------------------------------------------------------------------
+    async def start(self) -> Welcome:
+        self._tasks = [asyncio.create_task(self._signaling_loop()), asyncio.create_task(self._maintain_loop())]
+        return await self.welcome
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._ws is not None and not self._ws.closed:
+            await self._ws.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*(link.close() for link in list(self.links.values())), return_exceptions=True)
+
+    def open_links(self) -> list[PeerLink]:
+        return [link for link in self.links.values() if link.state == LinkState.OPEN]
+
+    # ---- signaling ----------------------------------------------------------------------
+    async def _signaling_loop(self) -> None:
+        delay = 0.5
+        while not self._closing:
+            try:
+                async with aiohttp.ClientSession() as session:
+                    async with session.ws_connect(self.ws_url, heartbeat=self.config.ping_interval) as ws:
+                        self._ws = ws
+                        delay = 0.5
+                        await self._session(ws)
+            except (aiohttp.ClientError, ConnectionError, TimeoutError, ProtocolError) as exc:
+                log.warning("signaling connection to %s failed: %s; retrying in %.1f s", self.ws_url, exc, delay)
+            finally:
+                self._ws = None
+                self.connected.clear()
+            if self._closing:
+                return
+            await asyncio.sleep(delay * (0.5 + self._rng.random()))
+            delay = min(delay * 2, self.config.reconnect_max_delay)
+
+    async def _session(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        async for msg in ws:
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                break
+            try:
+                parsed = parse_server_message(msg.data)
+            except ProtocolError as exc:
+                log.warning("ignoring malformed signaling message: %s", exc)
+                continue
+            await self._dispatch(parsed)
+
+    async def _send(self, message: BaseModel) -> None:
+        ws = self._ws
+        if ws is None or ws.closed:
+            raise ConnectionError("signaling server is not connected")
+        await ws.send_str(dump(message))
+
+    async def _dispatch(self, msg: object) -> None:
+        if isinstance(msg, Challenge):
+            signature = sign(self.key, join_message(bytes.fromhex(msg.nonce), self.swarm_id))
+            await self._send(Join(swarm_id=self.swarm_id, public_key=self.public_key.hex(),
+                                  signature=signature.hex(), client=self.config.client))  # type: ignore[arg-type]  # fmt: skip
+        elif isinstance(msg, Welcome):
+            self.known = {p.peer_id: p for p in msg.peers if p.peer_id != self.peer_id}
+            if self.config.ice_servers is None:
+                self.config.ice_servers = list(msg.ice_servers)
+            if not self.welcome.done():
+                self.welcome.set_result(msg)
+            self.connected.set()
+            log.info("joined swarm %s as %s with %d known peers", self.swarm_id[:8], self.peer_id[:8], len(self.known))
+        elif isinstance(msg, PeerJoined):
+            self.known[msg.peer.peer_id] = msg.peer
+        elif isinstance(msg, PeerLeft):
+            self.known.pop(msg.peer_id, None)
+            link = self.links.get(msg.peer_id)
+            if link is not None and link.state != LinkState.OPEN:
+                await link.close()  # open links outlive the server's view; they close on their own
+        elif isinstance(msg, Offer):
+            await self._on_offer(msg)
+        elif isinstance(msg, Answer):
+            await self._on_answer(msg)
+        elif isinstance(msg, Candidate):
+            await self._on_candidate(msg)
+        elif isinstance(msg, Error):
+            self.stats.signaling_errors.append(msg.code)
+            log.warning("signaling error %s: %s", msg.code, msg.message)
+            if not self.welcome.done() and msg.code in ("bad_proof", "unknown_swarm", "swarm_full"):
+                self.welcome.set_exception(ConnectionError(f"cannot join: {msg.message}"))
+
+    # ---- connections --------------------------------------------------------------------
+    def _new_link(self, info: PeerInfo) -> PeerLink:
+        servers = [RTCIceServer(urls=s.urls, username=s.username, credential=s.credential)
+                   for s in self.config.ice_servers or []]  # fmt: skip
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
+        link = PeerLink(info, pc, max_frame_size=self.max_frame_size, on_frame=self.on_frame,
+                        on_closed=self._on_link_closed, on_chunk_error=self._chunk_error)  # fmt: skip
+        self.links[info.peer_id] = link
+        asyncio.get_running_loop().call_later(self.config.connect_timeout, self._expire, link)
+        return link
+
+    def _expire(self, link: PeerLink) -> None:
+        if link.state == LinkState.CONNECTING:
+            log.debug("link %s did not open in time", link.peer_id[:8])
+            asyncio.ensure_future(link.close())
+
+    def _on_link_closed(self, link: PeerLink) -> None:
+        if self.links.get(link.peer_id) is link:
+            del self.links[link.peer_id]
+        self._retry_at[link.peer_id] = time.monotonic() + self.config.retry_after
+
+    def _chunk_error(self, link: PeerLink, reason: str) -> None:
+        self.stats.chunk_rejects[reason] = self.stats.chunk_rejects.get(reason, 0) + 1
+        if self.on_chunk_error is not None:
+            self.on_chunk_error(reason)
+
+    async def connect_to(self, info: PeerInfo) -> PeerLink:
+        link = self._new_link(info)
+        link.attach(link.pc.createDataChannel("gossip", ordered=True))
+        await link.pc.setLocalDescription(await link.pc.createOffer())
+        await self._send(Offer(to=info.peer_id, sdp=link.pc.localDescription.sdp))
+        # aiortc puts every candidate in the SDP; say so explicitly for trickle-ICE peers
+        await self._send(Candidate(to=info.peer_id, candidate=None))
+        return link
+
+    async def _on_offer(self, msg: Offer) -> None:
+        sender = msg.from_ or ""
+        info = self.known.get(sender)
+        if info is None:
+            return
+        existing = self.links.get(sender)
+        if existing is not None:
+            glare = existing.pc.signalingState == "have-local-offer"
+            if glare and self.peer_id < sender:
+                return  # our offer wins; the other side answers it
+            await existing.close()
+        elif len(self.links) >= self.config.max_degree:
+            return  # full: the offerer's connect timeout sends it elsewhere
+        link = self._new_link(info)
+        link.pc.on("datachannel", link.attach)
+        await link.pc.setRemoteDescription(RTCSessionDescription(sdp=msg.sdp, type="offer"))
+        await link.pc.setLocalDescription(await link.pc.createAnswer())
+        await self._send(Answer(to=sender, sdp=link.pc.localDescription.sdp))
+        await self._send(Candidate(to=sender, candidate=None))
+
+    async def _on_answer(self, msg: Answer) -> None:
+        link = self.links.get(msg.from_ or "")
+        if link is not None and link.pc.signalingState == "have-local-offer":
+            await link.pc.setRemoteDescription(RTCSessionDescription(sdp=msg.sdp, type="answer"))
+
+    async def _on_candidate(self, msg: Candidate) -> None:
+        link = self.links.get(msg.from_ or "")
+        if link is None or link.pc.remoteDescription is None:
+            return
+        if msg.candidate is None or msg.candidate == "":
+            await link.pc.addIceCandidate(None)
+            return
+        text = msg.candidate.removeprefix("candidate:")
+        if ".local " in text:
+            self.stats.mdns_candidates_skipped += 1  # aioice cannot resolve mDNS names
+            return
+        try:
+            candidate = candidate_from_sdp(text)
+        except (ValueError, IndexError):
+            log.debug("ignoring unparsable candidate %r", msg.candidate)
+            return
+        candidate.sdpMid, candidate.sdpMLineIndex = msg.sdp_mid, msg.sdp_mline_index
+        if candidate.sdpMid is None and candidate.sdpMLineIndex is None:
+            candidate.sdpMLineIndex = 0
+        await link.pc.addIceCandidate(candidate)
+
+    async def _maintain_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.maintain_interval)
+            if not self.connected.is_set():
+                continue
+            now = time.monotonic()
+            candidates = [p for pid, p in self.known.items()
+                          if pid not in self.links and self._retry_at.get(pid, 0) <= now]  # fmt: skip
+            missing = self.config.degree - len(self.links)
+            for info in self._rng.sample(candidates, min(max(0, missing), len(candidates))):
+                try:
+                    await self.connect_to(info)
+                except ConnectionError as exc:
+                    log.debug("could not offer to %s: %s", info.peer_id[:8], exc)

@@ -1,0 +1,203 @@
+"""A headless peer, composed: fetch the swarm, join the mesh, train, gossip, report.
+
+The pieces each have one job (``mesh``, ``transport``, ``gossip``, ``trainer``,
+``checkpoint``, ``metrics``); this module wires them and owns the training loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+
+from protocols.codecs import CodecId, codec_for
+from protocols.crypto import public_key_bytes
+from protocols.dataset import decode_shard
+from protocols.frame import FIXED_HEADER_SIZE
+from protocols.manifest import Manifest
+
+from . import checkpoint
+from .config import PeerConfig, ws_url
+from .fetch import fetch_blob, fetch_manifest
+from .gossip import GossipEngine, Outcome
+from .ice import use_candidate_addresses
+from .identity import load_or_create
+from .mesh import Mesh, MeshConfig
+from .metrics import JsonLines, PeerMetrics
+from .transport import MeshTransport
+from .verifier import FrameVerifier
+
+log = logging.getLogger("peer.node")
+
+TRAIN_CHUNK = 10  # steps per lock hold: a responder waits at most this long to merge
+
+
+def default_checkpoint_dir(swarm_id: str, peer_id: str) -> Path:
+    return Path.home() / ".local" / "share" / "gossip-swarm" / swarm_id / peer_id
+
+
+def load_local_data(path: Path, manifest: Manifest) -> tuple[np.ndarray, np.ndarray]:
+    """A contributor's own .npz (arrays x, y), checked against the model's input and classes."""
+    with np.load(path) as npz:
+        if "x" not in npz or "y" not in npz:
+            raise ValueError(f"{path} must hold arrays named x and y")
+        x, y = npz["x"].astype(np.float32), npz["y"].astype(np.int64)
+    ds = manifest.dataset
+    if ds is not None and (list(x.shape[1:]) != ds.input_shape or y.min() < 0 or y.max() >= ds.num_classes):
+        raise ValueError(f"{path}: examples of shape {x.shape[1:]} with labels in [{y.min()}, {y.max()}] "
+                         f"do not fit input {ds.input_shape} and {ds.num_classes} classes")  # fmt: skip
+    return x, y
+
+
+def max_frame_size(manifest: Manifest) -> int:
+    shapes = [tuple(w.shape) for w in manifest.model.weights]
+    layout = sum(1 + 4 * len(s) for s in shapes)
+    return FIXED_HEADER_SIZE + layout + 96 + codec_for(CodecId.FLOAT32).encoded_size(shapes)
+
+
+class PeerNode:
+    def __init__(self, config: PeerConfig) -> None:
+        self.config = config
+        self.key = load_or_create(config.identity)
+        self.stop = asyncio.Event()
+        self.metrics: PeerMetrics | None = None
+        self.summary: dict[str, Any] = {}
+
+    async def run(self) -> dict[str, Any]:
+        cfg = self.config
+        use_candidate_addresses(cfg.ice_addresses)
+        async with aiohttp.ClientSession() as http:
+            signed, manifest = await fetch_manifest(http, cfg.server, cfg.swarm_id)
+            initial = await fetch_blob(http, cfg.server, manifest.model.initial_weights)
+            mesh_cfg = MeshConfig(degree=cfg.degree or manifest.gossip.degree, max_degree=manifest.gossip.max_degree,
+                                  ice_servers=cfg.ice_servers)  # fmt: skip
+            transport_box: list[MeshTransport] = []
+
+            async def on_frame(link: Any, data: bytes) -> None:
+                await transport_box[0].on_frame(link, data)
+
+            mesh = Mesh(self.key, ws_url(cfg.server), cfg.swarm_id, mesh_cfg,
+                        max_frame_size=max_frame_size(manifest), on_frame=on_frame)  # fmt: skip
+            self.metrics = PeerMetrics(mesh.peer_id)
+            mesh.on_chunk_error = lambda reason: self.metrics.rejected.update([reason])  # type: ignore[union-attr]
+            try:
+                welcome = await asyncio.wait_for(mesh.start(), timeout=30)
+                train, test = await self._data(http, manifest, welcome.shard)
+                trainer = await asyncio.to_thread(self._make_trainer, manifest, initial, train, test)
+                engine = GossipEngine(trainer)
+                verifier = FrameVerifier(
+                    swarm_id=bytes.fromhex(cfg.swarm_id), model_id=bytes.fromhex(signed.model_id),
+                    own_key=public_key_bytes(self.key), shapes=trainer.shapes, max_frame_size=max_frame_size(manifest),
+                    is_known=lambda key: any(l.remote_key == key for l in mesh.links.values()),
+                )  # fmt: skip
+                transport_box.append(MeshTransport(
+                    self.key, swarm_id=bytes.fromhex(cfg.swarm_id), model_id=bytes.fromhex(signed.model_id),
+                    verifier=verifier, engine=engine, metrics=self.metrics, links=lambda: mesh.links,
+                    codec=CodecId[manifest.gossip.codec.upper()],
+                ))  # fmt: skip
+                ckpt_dir = cfg.checkpoint_dir or default_checkpoint_dir(cfg.swarm_id, mesh.peer_id)
+                await self._resume(trainer, ckpt_dir, signed.model_id)
+                await self._train_loop(manifest, trainer, engine, transport_box[0], mesh, ckpt_dir, signed.model_id, welcome.shard)
+            finally:
+                await mesh.close()
+        return self.summary
+
+    def _make_trainer(self, manifest: Manifest, initial: bytes, train: Any, test: Any) -> Any:
+        from .trainer import Trainer  # TensorFlow is imported only once the swarm is known
+
+        return Trainer(manifest, initial, train, test, seed=self.config.seed)
+
+    async def _data(self, http: aiohttp.ClientSession, manifest: Manifest, shard: int) -> tuple[Any, Any]:
+        ds = manifest.dataset
+        if ds is None and self.config.data is None:
+            raise ValueError("this swarm publishes no dataset: pass --data FILE.npz with arrays x and y")
+        train = load_local_data(self.config.data, manifest) if self.config.data else None
+        if ds is None:
+            assert train is not None
+            cut = max(1, len(train[0]) // 5)
+            return (train[0][cut:], train[1][cut:]), (train[0][:cut], train[1][:cut])
+        test = decode_shard(await fetch_blob(http, self.config.server, ds.test))
+        if train is None:
+            train = decode_shard(await fetch_blob(http, self.config.server, ds.train_shards[shard % len(ds.train_shards)]))
+        return train, test
+
+    async def _resume(self, trainer: Any, directory: Path, model_id: str) -> None:
+        state = checkpoint.load_state(directory, model_id)
+        if state is None:
+            return
+        weights = await asyncio.to_thread(checkpoint.load_weights, directory)
+        trainer.assign(weights, state.gossip_weight)
+        trainer.step = state.step
+        log.info("resumed from checkpoint at step %d", state.step)
+
+    async def _checkpoint(self, trainer: Any, directory: Path, model_id: str) -> None:
+        async with trainer.lock:
+            state = checkpoint.CheckpointState(model_id, trainer.step, trainer.gossip_weight)
+            await asyncio.to_thread(checkpoint.save, directory, trainer.model, state)
+
+    async def _train_loop(self, manifest: Manifest, trainer: Any, engine: GossipEngine, transport: MeshTransport,
+                          mesh: Mesh, ckpt_dir: Path, model_id: str, shard: int) -> None:  # fmt: skip
+        cfg, tcfg, metrics = self.config, manifest.training, self.metrics
+        assert metrics is not None
+        out = JsonLines(cfg.metrics_out)
+        rng = random.Random(cfg.seed)
+        started = time.monotonic()
+        last_ckpt = started
+        since_exchange = 0
+        loss = float("nan")
+
+        def report(final: bool = False) -> dict[str, Any]:
+            test_loss, acc = trainer.evaluate(cfg.eval_limit)
+            links = mesh.links.values()
+            row = metrics.record(
+                step=trainer.step, shard=shard, train_loss=loss, test_loss=test_loss, test_acc=acc,
+                neighbors=len(mesh.open_links()), exchanges={o.value: n for o, n in engine.outcomes.items()},
+                served=engine.served, declined=engine.declined_requests, neighbor_distance=transport.last_distance,
+                bytes_sent=sum(l.bytes_sent for l in links), bytes_received=sum(l.bytes_received for l in links),
+                signaling=mesh.connected.is_set(), final=final,
+            )  # fmt: skip
+            out.write(row)
+            return row
+
+        try:
+            async with trainer.lock:
+                row = await asyncio.to_thread(report)
+            log.info("start: step %d, test accuracy %.3f", trainer.step, row["test_acc"])
+            while not self.stop.is_set():
+                if cfg.duration_s is not None and time.monotonic() - started > cfg.duration_s:
+                    break
+                training = cfg.max_steps is None or trainer.step < cfg.max_steps
+                if training:
+                    n = min(TRAIN_CHUNK, tcfg.local_steps - since_exchange) or 1
+                    async with trainer.lock:
+                        loss = await asyncio.to_thread(trainer.train_steps, n)
+                    since_exchange += n
+                    if trainer.step % tcfg.eval_every < n:
+                        async with trainer.lock:
+                            row = await asyncio.to_thread(report)
+                else:
+                    await asyncio.sleep(0.2)  # done training: keep gossiping towards consensus
+                    since_exchange = tcfg.local_steps
+                if since_exchange >= tcfg.local_steps:
+                    open_links = mesh.open_links()
+                    if open_links:
+                        link = rng.choice(open_links)
+                        outcome = await engine.initiate(link.peer_id, transport, manifest.gossip.exchange_timeout_s)
+                        if outcome != Outcome.MERGED:
+                            await asyncio.sleep(rng.uniform(0.0, 0.05))  # desynchronize retries
+                    since_exchange = 0
+                if time.monotonic() - last_ckpt > cfg.checkpoint_interval_s:
+                    await self._checkpoint(trainer, ckpt_dir, model_id)
+                    last_ckpt = time.monotonic()
+                await asyncio.sleep(0)
+        finally:
+            async with trainer.lock:
+                self.summary = await asyncio.to_thread(report, True)
+            await self._checkpoint(trainer, ckpt_dir, model_id)
+            out.close()

@@ -1,0 +1,135 @@
+"""The local model: loaded from the manifest's TF.js layers topology, trained with tf.function.
+
+TensorFlow is imported here only, so the rest of the peer (and the signaling server) never
+pay its import cost. Weights are exchanged in the order of the manifest's ``weights`` list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # CPU peers; avoids a failing cuInit probe
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+from tensorflowjs.converters.keras_tfjs_loader import deserialize_keras_model
+
+from protocols.manifest import Manifest
+
+from .averaging import Weights
+from .gossip import Update
+
+
+def split_weights_blob(manifest: Manifest, blob: bytes) -> Weights:
+    """Cut a float32 little-endian blob into the manifest's tensors."""
+    out, offset = [], 0
+    for spec in manifest.model.weights:
+        n = int(np.prod(spec.shape, dtype=np.int64))
+        out.append(np.frombuffer(blob, dtype="<f4", count=n, offset=offset).reshape(spec.shape).copy())
+        offset += 4 * n
+    if offset != len(blob):
+        raise ValueError(f"weights blob is {len(blob)} bytes, manifest needs {offset}")
+    return out
+
+
+def build_model(manifest: Manifest, initial: bytes) -> tf_keras.Model:
+    config = {
+        "modelTopology": manifest.model.topology,
+        "weightsManifest": [{"paths": ["weights.bin"], "weights": [w.model_dump() for w in manifest.model.weights]}],
+    }
+    return deserialize_keras_model(config, weight_data=[initial])
+
+
+def _optimizer(manifest: Manifest) -> tf_keras.optimizers.Optimizer:
+    cfg = manifest.training
+    if cfg.optimizer == "sgd":
+        return tf_keras.optimizers.SGD(cfg.learning_rate)
+    return tf_keras.optimizers.Adam(cfg.learning_rate)
+
+
+class Trainer:
+    """Owns the tf_keras model, its optimizer (state stays local) and the local data."""
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        initial_weights: bytes,
+        train: tuple[np.ndarray, np.ndarray],
+        test: tuple[np.ndarray, np.ndarray],
+        seed: int = 0,
+    ) -> None:
+        tf.random.set_seed(seed)
+        self.manifest = manifest
+        self.model = build_model(manifest, initial_weights)
+        self._vars = self._manifest_order()
+        self.optimizer = _optimizer(manifest)
+        self.loss_fn = tf_keras.losses.SparseCategoricalCrossentropy()
+        self.x, self.y = train
+        self.x_test, self.y_test = test
+        self.batch_size = manifest.training.batch_size
+        self.rng = np.random.default_rng(seed)
+        self.step = 0
+        self.gossip_weight = float(len(self.x))
+        self.lock = asyncio.Lock()
+        self._order = self.rng.permutation(len(self.x))
+        self._cursor = 0
+        self._train_step = tf.function(self._train_step_impl, reduce_retracing=True)
+
+    def _manifest_order(self) -> list[tf.Variable]:
+        by_name = {v.name.split(":")[0]: v for v in self.model.weights}
+        names = [w.name for w in self.manifest.model.weights]
+        if all(n in by_name for n in names):
+            return [by_name[n] for n in names]
+        return list(self.model.weights)  # names are scoped differently; the order is the same
+
+    def _train_step_impl(self, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            loss = self.loss_fn(y, self.model(x, training=True))
+        grads = tape.gradient(loss, self.model.trainable_variables)
+        self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables, strict=True))
+        return loss
+
+    def _next_batch(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._cursor + self.batch_size > len(self._order):
+            self._order, self._cursor = self.rng.permutation(len(self.x)), 0
+        idx = self._order[self._cursor : self._cursor + self.batch_size]
+        self._cursor += self.batch_size
+        return self.x[idx], self.y[idx]
+
+    def train_steps(self, n: int) -> float:
+        """Run ``n`` optimizer steps; return the mean loss. Call with ``lock`` held."""
+        total = 0.0
+        for _ in range(n):
+            x, y = self._next_batch()
+            total += float(self._train_step(tf.constant(x), tf.constant(y)))
+            self.step += 1
+        return total / max(1, n)
+
+    def evaluate(self, limit: int | None = None) -> tuple[float, float]:
+        x, y = (self.x_test, self.y_test) if limit is None else (self.x_test[:limit], self.y_test[:limit])
+        probs = self.model(x, training=False).numpy()
+        loss = float(self.loss_fn(y, probs))
+        return loss, float(np.mean(np.argmax(probs, axis=1) == y))
+
+    # --- gossip.LocalModel -----------------------------------------------------------
+    def get_weights(self) -> Weights:
+        return [v.numpy() for v in self._vars]
+
+    def set_weights(self, weights: Weights) -> None:
+        for var, w in zip(self._vars, weights, strict=True):
+            var.assign(w)
+
+    def current(self) -> Update:
+        return Update(self.get_weights(), self.gossip_weight, self.step)
+
+    def assign(self, weights: Weights, weight: float) -> None:
+        self.set_weights(weights)
+        self.gossip_weight = weight
+
+    @property
+    def shapes(self) -> list[tuple[int, ...]]:
+        return [tuple(w.shape) for w in self.manifest.model.weights]

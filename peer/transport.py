@@ -1,0 +1,122 @@
+"""Gossip over the WebRTC mesh: turns ``Update`` objects into signed frames and back.
+
+Implements ``gossip.Transport`` for the live peer. Every incoming frame goes through the
+``FrameVerifier`` first; requests are answered by the ``GossipEngine``; responses resolve
+the pending exchange with the same ``exchange_id`` from the same peer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import secrets
+from collections.abc import Callable
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from protocols.codecs import CodecId
+from protocols.frame import FrameKind, build_frame
+
+from .gossip import GossipEngine, Update
+from .link import PeerLink
+from .metrics import PeerMetrics
+from .verifier import FrameRejected, FrameVerifier
+
+log = logging.getLogger("peer.transport")
+
+MAX_PENDING = 64
+
+
+class MeshTransport:
+    def __init__(
+        self,
+        key: Ed25519PrivateKey,
+        *,
+        swarm_id: bytes,
+        model_id: bytes,
+        verifier: FrameVerifier,
+        engine: GossipEngine,
+        metrics: PeerMetrics,
+        links: Callable[[], dict[str, PeerLink]],
+        codec: CodecId = CodecId.FLOAT32,
+    ) -> None:
+        self.key = key
+        self.swarm_id, self.model_id = swarm_id, model_id
+        self.verifier, self.engine, self.metrics = verifier, engine, metrics
+        self.links = links
+        self.codec = codec
+        self.session = secrets.randbits(64)  # new per process: receivers key replay state by it
+        self._seq = itertools.count(1)
+        self._exchange = itertools.count(1)
+        self._pending: dict[tuple[str, int], asyncio.Future[Update | None]] = {}
+        self.last_distance: float | None = None
+
+    def _frame(self, link: PeerLink, kind: FrameKind, exchange_id: int, update: Update | None) -> Callable[[], bytes]:
+        def build() -> bytes:  # called under the link's send lock so seq order = wire order
+            return build_frame(
+                self.key, kind=kind, swarm_id=self.swarm_id, model_id=self.model_id,
+                receiver=link.remote_key, session=self.session, seq=next(self._seq),
+                exchange_id=exchange_id, sample_weight=update.weight if update else 0.0,
+                step=update.step if update else 0, tensors=update.weights if update else (), codec=int(self.codec),
+            ).encode()  # fmt: skip
+
+        return build
+
+    async def send(self, link: PeerLink, kind: FrameKind, exchange_id: int, update: Update | None) -> None:
+        await link.send(self._frame(link, kind, exchange_id, update))
+        self.metrics.frames_sent += 1
+
+    # ---- gossip.Transport -------------------------------------------------------------
+    async def request(self, peer: str, update: Update) -> Update | None:
+        link = self.links().get(peer)
+        if link is None:
+            raise ConnectionError(f"no link to {peer[:8]}")
+        if len(self._pending) >= MAX_PENDING:
+            raise ConnectionError("too many exchanges in flight")
+        exchange_id = next(self._exchange)
+        future: asyncio.Future[Update | None] = asyncio.get_running_loop().create_future()
+        self._pending[(peer, exchange_id)] = future
+        try:
+            await self.send(link, FrameKind.EXCHANGE_REQUEST, exchange_id, update)
+            reply = await future
+        finally:
+            self._pending.pop((peer, exchange_id), None)
+        if reply is not None:
+            self.last_distance = _distance(update.weights, reply.weights)
+        return reply
+
+    # ---- incoming -----------------------------------------------------------------------
+    async def on_frame(self, link: PeerLink, data: bytes) -> None:
+        try:
+            frame, tensors = self.verifier.admit(data, link.remote_key)
+        except FrameRejected as exc:
+            self.metrics.rejected[exc.reason] += 1
+            log.debug("rejected frame from %s: %s", link.peer_id[:8], exc)
+            return
+        self.metrics.frames_accepted += 1
+        self.metrics.accepted_from[link.peer_id] += 1
+        h = frame.header
+        update = Update(tensors, h.sample_weight, h.step) if tensors else None
+        if h.kind == FrameKind.EXCHANGE_REQUEST and update is not None:
+            reply = await self.engine.respond(update)
+            kind = FrameKind.EXCHANGE_RESPONSE if reply is not None else FrameKind.EXCHANGE_DECLINE
+            try:
+                await self.send(link, kind, h.exchange_id, reply)
+            except (ConnectionError, TimeoutError) as exc:
+                log.debug("could not answer %s: %s", link.peer_id[:8], exc)
+        elif h.kind in (FrameKind.EXCHANGE_RESPONSE, FrameKind.EXCHANGE_DECLINE):
+            future = self._pending.get((link.peer_id, h.exchange_id))
+            if future is None or future.done():
+                self.metrics.rejected["unexpected"] += 1
+            else:
+                future.set_result(update if h.kind == FrameKind.EXCHANGE_RESPONSE else None)
+        elif h.kind == FrameKind.PULL_REQUEST:
+            async with self.engine.model.lock:
+                mine = self.engine.model.current()
+            await self.send(link, FrameKind.PULL_RESPONSE, h.exchange_id, mine)
+
+
+def _distance(a: list[np.ndarray], b: list[np.ndarray]) -> float:
+    return float(np.sqrt(sum(float(np.sum((x.astype(np.float64) - y) ** 2)) for x, y in zip(a, b, strict=True))))

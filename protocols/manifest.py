@@ -1,0 +1,165 @@
+"""The model manifest: what a publisher signs and every peer verifies before training.
+
+On the wire a manifest travels as a *signed envelope*::
+
+    {"manifest": "<manifest JSON text>", "signature": "<hex Ed25519>"}
+
+The manifest is carried as a string so its exact bytes survive any JSON parser: the
+signature covers ``crypto.manifest_message(utf8(manifest))`` and the **model id** is
+``sha256(utf8(manifest))``. No canonical JSON form is needed in any language.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .crypto import manifest_message, public_key_bytes, sha256, sign, verify
+from .errors import ManifestError, SignatureError
+from .signaling import HEX_KEY, HEX_SIG, SWARM_ID, IceServer
+
+MANIFEST_FORMAT = "gossip-swarm/manifest/1"
+HEX_DIGEST = r"^[0-9a-f]{64}$"
+MAX_MANIFEST_BYTES = 1024 * 1024
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WeightSpec(_Strict):
+    """One weight tensor, in the order of the weights blob (as TF.js ``weightsManifest``)."""
+
+    name: str = Field(max_length=256)
+    shape: list[int] = Field(max_length=8)
+    dtype: Literal["float32"] = "float32"
+
+
+class BlobRef(_Strict):
+    """A content-addressed blob hosted by the signaling server at ``/content/<digest>``."""
+
+    digest: str = Field(pattern=HEX_DIGEST)
+    size: int = Field(ge=0, le=1 << 31)
+
+
+class ModelSpec(_Strict):
+    format: Literal["layers-model"] = "layers-model"
+    topology: dict[str, Any] = Field(description="TF.js layers-format modelTopology (Keras JSON)")
+    weights: list[WeightSpec] = Field(min_length=1, max_length=1024)
+    initial_weights: BlobRef = Field(description="float32 little-endian tensors concatenated in `weights` order")
+
+    @model_validator(mode="after")
+    def _size_matches(self) -> ModelSpec:
+        count = sum(_prod(w.shape) for w in self.weights)
+        if count * 4 != self.initial_weights.size:
+            raise ValueError(f"weights need {count * 4} bytes, initial_weights.size is {self.initial_weights.size}")
+        return self
+
+
+class TrainingConfig(_Strict):
+    optimizer: Literal["adam", "sgd"] = "adam"
+    learning_rate: float = Field(default=0.001, gt=0, le=10)
+    batch_size: int = Field(default=32, ge=1, le=4096)
+    loss: Literal["sparse_categorical_crossentropy"] = "sparse_categorical_crossentropy"
+    metrics: list[Literal["accuracy"]] = Field(default_factory=lambda: ["accuracy"])
+    local_steps: int = Field(default=20, ge=1, le=100000, description="local steps between exchanges")
+    target_accuracy: float = Field(default=0.90, gt=0, le=1)
+    eval_every: int = Field(default=50, ge=1, description="local steps between test evaluations")
+
+
+class GossipConfig(_Strict):
+    degree: int = Field(default=4, ge=1, le=64, description="target number of neighbors")
+    max_degree: int = Field(default=8, ge=1, le=128, description="refuse connections beyond this")
+    codec: Literal["float32", "float16", "int8"] = "float32"
+    exchange_timeout_s: float = Field(default=20.0, gt=0, le=600)
+
+
+class ShardRef(BlobRef):
+    num_samples: int = Field(ge=1)
+
+
+class DatasetSpec(_Strict):
+    name: str = Field(max_length=128)
+    input_shape: list[int] = Field(min_length=1, max_length=4)
+    num_classes: int = Field(ge=2, le=256)
+    partition: Literal["iid", "dirichlet", "by_class"] = "iid"
+    train_shards: list[ShardRef] = Field(min_length=1, max_length=4096)
+    test: ShardRef
+
+
+class Manifest(_Strict):
+    format: Literal["gossip-swarm/manifest/1"] = MANIFEST_FORMAT
+    swarm_id: str = Field(pattern=SWARM_ID)
+    name: str = Field(max_length=128)
+    publisher_key: str = Field(pattern=HEX_KEY)
+    model: ModelSpec
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    gossip: GossipConfig = Field(default_factory=GossipConfig)
+    dataset: DatasetSpec | None = None
+    ice_servers: list[IceServer] = Field(default_factory=list, max_length=16)
+
+    def blobs(self) -> list[BlobRef]:
+        """Every blob the manifest references (what the server must hold before accepting it)."""
+        refs: list[BlobRef] = [self.model.initial_weights]
+        if self.dataset is not None:
+            refs += [*self.dataset.train_shards, self.dataset.test]
+        return refs
+
+
+class SignedManifest(_Strict):
+    manifest: str = Field(max_length=MAX_MANIFEST_BYTES)
+    signature: str = Field(pattern=HEX_SIG)
+
+    @property
+    def model_id(self) -> str:
+        return sha256(self.manifest.encode("utf-8")).hex()
+
+    def verify(self) -> Manifest:
+        """Parse the manifest and check the publisher's signature; raise ManifestError."""
+        body = parse_manifest(self.manifest)
+        try:
+            verify(bytes.fromhex(body.publisher_key), bytes.fromhex(self.signature),
+                   manifest_message(self.manifest.encode("utf-8")))  # fmt: skip
+        except SignatureError:
+            raise ManifestError("manifest signature does not verify against its publisher_key") from None
+        return body
+
+
+def _prod(shape: list[int]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def parse_manifest(text: str) -> Manifest:
+    try:
+        return Manifest.model_validate_json(text)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "manifest"
+        raise ManifestError(f"invalid manifest at {where}: {first['msg']}") from None
+
+
+def parse_envelope(data: str | bytes) -> SignedManifest:
+    if len(data) > MAX_MANIFEST_BYTES + 1024:
+        raise ManifestError("signed manifest exceeds the size limit")
+    try:
+        return SignedManifest.model_validate_json(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ManifestError(f"invalid signed manifest at {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+
+
+def sign_manifest(key: Ed25519PrivateKey, manifest: Manifest) -> SignedManifest:
+    if manifest.publisher_key != public_key_bytes(key).hex():
+        raise ManifestError("publisher_key in the manifest is not the signing key's public key")
+    text = manifest.model_dump_json()
+    return SignedManifest(manifest=text, signature=sign(key, manifest_message(text.encode("utf-8"))).hex())
+
+
+def envelope_json(signed: SignedManifest) -> str:
+    return json.dumps({"manifest": signed.manifest, "signature": signed.signature})

@@ -1,0 +1,188 @@
+"""Signaling messages: JSON text frames on the server's WebSocket (``/ws``).
+
+One pydantic model per message type, discriminated by ``type``; every message carries the
+protocol version ``v``. The server fills ``from`` on relayed messages itself: a client can
+never speak for another peer. ``parse_client_message`` / ``parse_server_message`` are the
+only entry points for bytes from the network.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from . import PROTOCOL_VERSION
+from .errors import ProtocolError
+
+HEX_KEY = r"^[0-9a-f]{64}$"
+HEX_SIG = r"^[0-9a-f]{128}$"
+PEER_ID = r"^[0-9a-f]{32}$"
+SWARM_ID = r"^[0-9a-f]{32}$"
+MAX_SDP = 64 * 1024
+MAX_SIGNAL_MESSAGE = 128 * 1024
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    v: Literal[1] = PROTOCOL_VERSION
+
+
+class PeerInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    peer_id: str = Field(pattern=PEER_ID)
+    public_key: str = Field(pattern=HEX_KEY)
+    client: Literal["python", "browser"] = "python"
+
+
+class IceServer(BaseModel):
+    """As in RTCIceServer: STUN/TURN URLs with optional TURN credentials."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    urls: list[str] = Field(min_length=1, max_length=8)
+    username: str | None = Field(default=None, max_length=256)
+    credential: str | None = Field(default=None, max_length=256)
+
+
+# ---- server -> client -------------------------------------------------------------------
+
+
+class Challenge(_Message):
+    """First message on every connection: sign this nonce to prove key possession."""
+
+    type: Literal["challenge"] = "challenge"
+    nonce: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class Welcome(_Message):
+    type: Literal["welcome"] = "welcome"
+    peer_id: str = Field(pattern=PEER_ID)
+    swarm_id: str = Field(pattern=SWARM_ID)
+    peers: list[PeerInfo] = Field(max_length=4096)
+    shard: int = Field(ge=0, description="dataset shard this peer should train on")
+    ice_servers: list[IceServer] = Field(default_factory=list, max_length=16)
+
+
+class PeerJoined(_Message):
+    type: Literal["peer_joined"] = "peer_joined"
+    peer: PeerInfo
+
+
+class PeerLeft(_Message):
+    type: Literal["peer_left"] = "peer_left"
+    peer_id: str = Field(pattern=PEER_ID)
+
+
+class ErrorCode:
+    """Codes of ``error`` messages; each a one-line meaning."""
+
+    MALFORMED = "malformed"  # not JSON, unknown type, or fields out of bounds
+    TOO_LARGE = "too_large"  # message above the size limit
+    NOT_JOINED = "not_joined"  # relay or leave before a successful join
+    BAD_PROOF = "bad_proof"  # join signature does not verify against the nonce
+    UNKNOWN_SWARM = "unknown_swarm"  # no manifest published under this swarm id
+    SWARM_FULL = "swarm_full"  # per-swarm peer limit reached
+    ALREADY_JOINED = "already_joined"  # key already connected, or second join
+    UNKNOWN_PEER = "unknown_peer"  # relay target is not in the swarm
+    RATE_LIMITED = "rate_limited"  # too many messages
+
+
+class Error(_Message):
+    type: Literal["error"] = "error"
+    code: str = Field(max_length=64)
+    message: str = Field(max_length=1024)
+
+
+# ---- client -> server (and relayed to one peer with ``from`` set) -----------------------
+
+
+class Join(_Message):
+    type: Literal["join"] = "join"
+    swarm_id: str = Field(pattern=SWARM_ID)
+    public_key: str = Field(pattern=HEX_KEY)
+    signature: str = Field(pattern=HEX_SIG, description="Ed25519 over crypto.join_message(nonce, swarm_id)")
+    client: Literal["python", "browser"] = "python"
+
+
+class Leave(_Message):
+    type: Literal["leave"] = "leave"
+
+
+class Ping(_Message):
+    type: Literal["ping"] = "ping"
+
+
+class Pong(_Message):
+    type: Literal["pong"] = "pong"
+
+
+class _Relayed(_Message):
+    to: str = Field(pattern=PEER_ID)
+    from_: str | None = Field(default=None, alias="from", pattern=PEER_ID)
+
+
+class Offer(_Relayed):
+    type: Literal["offer"] = "offer"
+    sdp: str = Field(max_length=MAX_SDP)
+
+
+class Answer(_Relayed):
+    type: Literal["answer"] = "answer"
+    sdp: str = Field(max_length=MAX_SDP)
+
+
+class Candidate(_Relayed):
+    """One trickled ICE candidate; ``candidate`` null means end-of-candidates."""
+
+    type: Literal["candidate"] = "candidate"
+    candidate: str | None = Field(max_length=1024)
+    sdp_mid: str | None = Field(default=None, max_length=64)
+    sdp_mline_index: int | None = Field(default=None, ge=0, le=64)
+
+
+ClientMessage = Annotated[Join | Leave | Ping | Offer | Answer | Candidate, Field(discriminator="type")]
+ServerMessage = Annotated[
+    Challenge | Welcome | PeerJoined | PeerLeft | Error | Pong | Offer | Answer | Candidate,
+    Field(discriminator="type"),
+]
+RELAYED_TYPES = ("offer", "answer", "candidate")
+
+_client_adapter: TypeAdapter[Any] = TypeAdapter(ClientMessage)
+_server_adapter: TypeAdapter[Any] = TypeAdapter(ServerMessage)
+
+
+def _parse(adapter: TypeAdapter[Any], text: str | bytes) -> Any:
+    if len(text) > MAX_SIGNAL_MESSAGE:
+        raise ProtocolError(f"message of {len(text)} bytes exceeds {MAX_SIGNAL_MESSAGE}", reason="too_large")
+    try:
+        return adapter.validate_json(text)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "message"
+        raise ProtocolError(f"invalid signaling message at {where}: {first['msg']}") from None
+
+
+def parse_client_message(text: str | bytes) -> Join | Leave | Ping | Offer | Answer | Candidate:
+    return _parse(_client_adapter, text)  # type: ignore[no-any-return]
+
+
+def parse_server_message(text: str | bytes) -> Any:
+    return _parse(_server_adapter, text)
+
+
+def dump(message: BaseModel) -> str:
+    """Serialize with wire names (``from``), omitting nulls only where the model allows."""
+    return message.model_dump_json(by_alias=True, exclude_none=False)
+
+
+def json_schemas() -> dict[str, Any]:
+    """JSON Schema of both directions, for the browser peer and other implementations."""
+    return {
+        "client_to_server": _client_adapter.json_schema(by_alias=True),
+        "server_to_client": _server_adapter.json_schema(by_alias=True),
+    }
+
+
+def schema_text() -> str:
+    return json.dumps(json_schemas(), indent=2, sort_keys=True) + "\n"

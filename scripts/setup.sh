@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Idempotent set-up: .venv with the locked Python packages, the npm packages,
+# and (with --browser) Debian's chromium for the browser tests.
+# Fast when nothing changed: each step is skipped while its inputs' hash is unchanged.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+want_browser=0
+[[ "${1:-}" == "--browser" ]] && want_browser=1
+
+hash_of() { cat "$@" 2>/dev/null | sha256sum | cut -c1-16; }
+as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
+
+need_apt=()
+command -v node >/dev/null || need_apt+=(nodejs npm)
+python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+if [[ $want_browser -eq 1 && ! -x /usr/bin/chromium ]]; then need_apt+=(chromium); fi
+if [[ ${#need_apt[@]} -gt 0 ]]; then
+  echo "setup: installing Debian packages: ${need_apt[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+py_stamp=".venv/.setup-stamp-$(hash_of requirements.lock pyproject.toml)"
+if [[ ! -f "$py_stamp" ]]; then
+  echo "setup: creating .venv and installing locked Python packages (first run takes a few minutes)"
+  [[ -x .venv/bin/python ]] || python3 -m venv .venv
+  .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.lock
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e .
+  rm -f .venv/.setup-stamp-*; touch "$py_stamp"
+fi
+
+npm_stamp="browser_peer/node_modules/.setup-stamp-$(hash_of browser_peer/package.json browser_peer/package-lock.json)"
+if [[ ! -f "$npm_stamp" ]]; then
+  echo "setup: installing npm packages in browser_peer/"
+  (cd browser_peer && npm ci --no-audit --no-fund --loglevel=error)
+  rm -f browser_peer/node_modules/.setup-stamp-*; touch "$npm_stamp"
+fi
