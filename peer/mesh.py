@@ -51,7 +51,7 @@ class MeshConfig:
     degree: int = 4
     max_degree: int = 8
     ice_servers: list[IceServer] | None = None  # None: take the swarm's (from the welcome)
-    connect_timeout: float = 20.0
+    connect_timeout: float = 10.0
     maintain_interval: float = 1.0
     ping_interval: float = 30.0
     reconnect_max_delay: float = 10.0
@@ -90,6 +90,7 @@ class Mesh:
         self.welcome: asyncio.Future[Welcome] = asyncio.get_running_loop().create_future()
         self.stats = MeshStats()
         self.connected = asyncio.Event()
+        self.ready = asyncio.Event()  # set by the owner once it can handle frames
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._retry_at: dict[str, float] = {}
@@ -98,8 +99,13 @@ class Mesh:
 
     # ---- lifecycle ----------------------------------------------------------------------
     async def start(self) -> Welcome:
+        """Join the swarm; links are made only after ``ready`` is set (see ``accept_links``)."""
         self._tasks = [asyncio.create_task(self._signaling_loop()), asyncio.create_task(self._maintain_loop())]
         return await self.welcome
+
+    def accept_links(self) -> None:
+        """Start making and accepting connections: frames can be handled from now on."""
+        self.ready.set()
 
     async def close(self) -> None:
         self._closing = True
@@ -220,8 +226,8 @@ class Mesh:
     async def _on_offer(self, msg: Offer) -> None:
         sender = msg.from_ or ""
         info = self.known.get(sender)
-        if info is None:
-            return
+        if info is None or not self.ready.is_set():
+            return  # not ready for frames yet: the offerer times out and retries
         existing = self.links.get(sender)
         if existing is not None:
             glare = existing.pc.signalingState == "have-local-offer"
@@ -266,7 +272,7 @@ class Mesh:
     async def _maintain_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.maintain_interval)
-            if not self.connected.is_set():
+            if not (self.connected.is_set() and self.ready.is_set()):
                 continue
             now = time.monotonic()
             candidates = [p for pid, p in self.known.items()

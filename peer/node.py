@@ -80,7 +80,8 @@ class PeerNode:
             transport_box: list[MeshTransport] = []
 
             async def on_frame(link: Any, data: bytes) -> None:
-                await transport_box[0].on_frame(link, data)
+                if transport_box:  # links open only after accept_links(); this guards the invariant
+                    await transport_box[0].on_frame(link, data)
 
             mesh = Mesh(self.key, ws_url(cfg.server), cfg.swarm_id, mesh_cfg,
                         max_frame_size=max_frame_size(manifest), on_frame=on_frame)  # fmt: skip
@@ -103,6 +104,7 @@ class PeerNode:
                 ))  # fmt: skip
                 ckpt_dir = cfg.checkpoint_dir or default_checkpoint_dir(cfg.swarm_id, mesh.peer_id)
                 await self._resume(trainer, ckpt_dir, signed.model_id)
+                mesh.accept_links()
                 await self._train_loop(manifest, trainer, engine, transport_box[0], mesh, ckpt_dir, signed.model_id, welcome.shard)
             finally:
                 await mesh.close()
@@ -148,7 +150,7 @@ class PeerNode:
         out = JsonLines(cfg.metrics_out)
         rng = random.Random(cfg.seed)
         started = time.monotonic()
-        last_ckpt = started
+        last_ckpt = last_report = started
         since_exchange = 0
         loss = float("nan")
 
@@ -184,6 +186,10 @@ class PeerNode:
                 else:
                     await asyncio.sleep(0.2)  # done training: keep gossiping towards consensus
                     since_exchange = tcfg.local_steps
+                    if time.monotonic() - last_report > 2.0:
+                        async with trainer.lock:
+                            row = await asyncio.to_thread(report)
+                        last_report = time.monotonic()
                 if since_exchange >= tcfg.local_steps:
                     open_links = mesh.open_links()
                     if open_links:

@@ -74,7 +74,7 @@ class GossipConfig(_Strict):
     degree: int = Field(default=4, ge=1, le=64, description="target number of neighbors")
     max_degree: int = Field(default=8, ge=1, le=128, description="refuse connections beyond this")
     codec: Literal["float32", "float16", "int8"] = "float32"
-    exchange_timeout_s: float = Field(default=20.0, gt=0, le=600)
+    exchange_timeout_s: float = Field(default=10.0, gt=0, le=600)
 
 
 class ShardRef(BlobRef):
