@@ -65,7 +65,7 @@ class TrainingConfig(_Strict):
     batch_size: int = Field(default=32, ge=1, le=4096)
     loss: Literal["sparse_categorical_crossentropy"] = "sparse_categorical_crossentropy"
     metrics: list[Literal["accuracy"]] = Field(default_factory=lambda: ["accuracy"])
-    local_steps: int = Field(default=20, ge=1, le=100000, description="local steps between exchanges")
+    local_steps: int = Field(default=50, ge=1, le=100000, description="local steps between exchanges")
     target_accuracy: float = Field(default=0.90, gt=0, le=1)
     eval_every: int = Field(default=50, ge=1, description="local steps between test evaluations")
 
