@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 import numpy as np
+from rich.console import Console
 
 from protocols.codecs import CodecId, codec_for
 from protocols.crypto import public_key_bytes
@@ -34,6 +35,7 @@ from .transport import MeshTransport
 from .verifier import FrameVerifier
 
 log = logging.getLogger("peer.node")
+_console = Console(stderr=True)
 
 TRAIN_CHUNK = 10  # steps per lock hold: a responder waits at most this long to merge
 
@@ -165,6 +167,10 @@ class PeerNode:
                 signaling=mesh.connected.is_set(), final=final,
             )  # fmt: skip
             out.write(row)
+            if cfg.progress:
+                _console.log(f"step {row['step']:>6}  test acc {acc:.3f}  loss {loss:.3f}  neighbors {row['neighbors']}  "
+                             f"exchanges {engine.outcomes[Outcome.MERGED] + engine.served}  "
+                             f"rejected {sum(metrics.rejected.values())}")  # fmt: skip
             return row
 
         try:
