@@ -81,6 +81,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return asyncio.run(run_demo(args))
 
 
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from research.config import load
+    from research.experiment import run_experiment
+
+    config = load(args.config, args.set or [])
+    out = args.out or Path("runs") / config.name
+    summary = run_experiment(config, out, show_progress=not args.quiet)
+    for method, entry in summary["methods"].items():
+        print(f"{method:8s} final mean accuracy {entry['final_mean_acc']:.4f}  MB sent {entry['bytes_sent'] / 1e6:9.1f}")
+    print(f"outputs in {out}/ (timeseries.csv, summary.json, accuracy_vs_time.png, accuracy_vs_bytes.png, report.md)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="swarm", description="Peer-to-peer gossip training over WebRTC.")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -121,6 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_join)
+
+    s = sub.add_parser("experiment", help="compare gossip with central averaging (FedAvg), local and pooled")
+    s.add_argument("config", type=Path, nargs="?", help="experiment TOML (see experiments/)")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. swarm.peers=64 (repeatable)")
+    s.add_argument("--out", type=Path, help="output directory (default: runs/<name>)")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_experiment)
 
     s = sub.add_parser("demo", help="local demo: server, default model, 3 Python peers, browser link")
     s.add_argument("--port", type=int, default=8765)

@@ -40,9 +40,8 @@ def train_test_split(
     for c in np.unique(y):
         idx = rng.permutation(np.flatnonzero(y == c))
         test_idx.append(idx[: int(round(len(idx) * test_fraction))])
-    test = np.sort(np.concatenate(test_idx))
-    train = np.setdiff1d(np.arange(len(y)), test)
-    train = rng.permutation(train)
+    test = rng.permutation(np.concatenate(test_idx))  # shuffled: any prefix is a fair sample
+    train = rng.permutation(np.setdiff1d(np.arange(len(y)), test))
     return (x[train], y[train]), (x[test], y[test])
 
 
@@ -60,3 +59,36 @@ def partition_dirichlet(y: np.ndarray, shards: int, alpha: float, seed: int) -> 
         for s, chunk in enumerate(np.split(idx, cuts)):
             parts[s].extend(chunk.tolist())
     return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
+
+
+def partition_by_class(y: np.ndarray, shards: int, classes_per_shard: int, seed: int) -> list[np.ndarray]:
+    """Pathological skew: each shard holds examples of only ``classes_per_shard`` classes.
+
+    Classes are dealt round-robin so every class is used; a class shared by several shards is
+    split evenly among them.
+    """
+    rng = np.random.default_rng(seed)
+    classes = np.unique(y)
+    owners: dict[int, list[int]] = {int(c): [] for c in classes}
+    order = rng.permutation(classes).tolist()
+    for s in range(shards):
+        for k in range(classes_per_shard):
+            owners[int(order[(s * classes_per_shard + k) % len(order)])].append(s)
+    parts: list[list[int]] = [[] for _ in range(shards)]
+    for c, holders in owners.items():
+        if not holders:
+            continue
+        idx = rng.permutation(np.flatnonzero(y == c))
+        for s, chunk in zip(holders, np.array_split(idx, len(holders)), strict=True):
+            parts[s].extend(chunk.tolist())
+    return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
+
+
+def partition(y: np.ndarray, shards: int, kind: str, seed: int, alpha: float = 0.5, classes_per_shard: int = 2) -> list[np.ndarray]:
+    if kind == "iid":
+        return partition_iid(len(y), shards, seed)
+    if kind == "dirichlet":
+        return partition_dirichlet(y, shards, alpha, seed)
+    if kind == "by_class":
+        return partition_by_class(y, shards, classes_per_shard, seed)
+    raise ValueError(f"unknown partition {kind!r}: use iid, dirichlet or by_class")
