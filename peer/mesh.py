@@ -57,6 +57,7 @@ class MeshConfig:
     reconnect_max_delay: float = 10.0
     retry_after: float = 5.0
     client: str = "python"
+    only_peers: set[str] | None = None  # connect only to these peer ids (FedAvg clients -> aggregator)
 
 
 @dataclass
@@ -140,6 +141,20 @@ class Mesh:
             delay = min(delay * 2, self.config.reconnect_max_delay)
 
     async def _session(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        pinger = asyncio.create_task(self._ping_loop(ws))
+        try:
+            await self._read(ws)
+        finally:
+            pinger.cancel()
+            await asyncio.gather(pinger, return_exceptions=True)
+
+    async def _ping_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """Application pings: the server's idle timeout counts signaling messages, not WebSocket pings."""
+        while not ws.closed:
+            await asyncio.sleep(self.config.ping_interval)
+            await ws.send_str(dump(Ping()))
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         async for msg in ws:
             if msg.type != aiohttp.WSMsgType.TEXT:
                 break
@@ -275,8 +290,10 @@ class Mesh:
             if not (self.connected.is_set() and self.ready.is_set()):
                 continue
             now = time.monotonic()
+            only = self.config.only_peers
             candidates = [p for pid, p in self.known.items()
-                          if pid not in self.links and self._retry_at.get(pid, 0) <= now]  # fmt: skip
+                          if pid not in self.links and self._retry_at.get(pid, 0) <= now
+                          and (only is None or pid in only)]  # fmt: skip
             missing = self.config.degree - len(self.links)
             for info in self._rng.sample(candidates, min(max(0, missing), len(candidates))):
                 try:

@@ -18,7 +18,7 @@ import numpy as np
 from rich.console import Console
 
 from protocols.codecs import CodecId, codec_for
-from protocols.crypto import public_key_bytes
+from protocols.crypto import peer_id_of, public_key_bytes
 from protocols.dataset import decode_shard
 from protocols.frame import FIXED_HEADER_SIZE
 from protocols.manifest import Manifest
@@ -26,6 +26,8 @@ from protocols.manifest import Manifest
 from . import checkpoint
 from .config import PeerConfig, ws_url
 from .fetch import fetch_blob, fetch_manifest
+from .averaging import pair_average
+from .fedavg import FedAvgAggregator, adopt
 from .gossip import GossipEngine, Outcome
 from .ice import use_candidate_addresses
 from .identity import load_or_create
@@ -77,8 +79,7 @@ class PeerNode:
         async with aiohttp.ClientSession() as http:
             signed, manifest = await fetch_manifest(http, cfg.server, cfg.swarm_id)
             initial = await fetch_blob(http, cfg.server, manifest.model.initial_weights)
-            mesh_cfg = MeshConfig(degree=cfg.degree or manifest.gossip.degree, max_degree=manifest.gossip.max_degree,
-                                  ice_servers=cfg.ice_servers)  # fmt: skip
+            mesh_cfg = self._mesh_config(manifest)
             transport_box: list[MeshTransport] = []
 
             async def on_frame(link: Any, data: bytes) -> None:
@@ -93,7 +94,7 @@ class PeerNode:
                 welcome = await asyncio.wait_for(mesh.start(), timeout=30)
                 train, test = await self._data(http, manifest, welcome.shard)
                 trainer = await asyncio.to_thread(self._make_trainer, manifest, initial, train, test)
-                engine = GossipEngine(trainer)
+                engine = self._engine(manifest, trainer, mesh)
                 verifier = FrameVerifier(
                     swarm_id=bytes.fromhex(cfg.swarm_id), model_id=bytes.fromhex(signed.model_id),
                     own_key=public_key_bytes(self.key), shapes=trainer.shapes, max_frame_size=max_frame_size(manifest),
@@ -111,6 +112,33 @@ class PeerNode:
             finally:
                 await mesh.close()
         return self.summary
+
+    @property
+    def own_key(self) -> str:
+        return public_key_bytes(self.key).hex()
+
+    def _role(self, manifest: Manifest) -> str:
+        """``gossip``, or for FedAvg swarms ``aggregator`` / ``client``."""
+        if manifest.gossip.method == "gossip":
+            return "gossip"
+        return "aggregator" if manifest.gossip.aggregator == self.own_key else "client"
+
+    def _mesh_config(self, manifest: Manifest) -> MeshConfig:
+        g, role = manifest.gossip, self._role(manifest)
+        if role == "aggregator":  # clients connect to it; it makes no connections itself
+            return MeshConfig(degree=0, max_degree=1024, ice_servers=self.config.ice_servers)
+        if role == "client":
+            assert g.aggregator is not None
+            only = {peer_id_of(bytes.fromhex(g.aggregator))}
+            return MeshConfig(degree=1, max_degree=1, ice_servers=self.config.ice_servers, only_peers=only)
+        return MeshConfig(degree=self.config.degree or g.degree, max_degree=g.max_degree, ice_servers=self.config.ice_servers)
+
+    def _engine(self, manifest: Manifest, trainer: Any, mesh: Mesh) -> Any:
+        role = self._role(manifest)
+        if role == "aggregator":
+            return FedAvgAggregator(trainer, expected=lambda: len(mesh.open_links()),
+                                    round_timeout=manifest.gossip.exchange_timeout_s / 2)  # fmt: skip
+        return GossipEngine(trainer, average=adopt if role == "client" else pair_average)
 
     def _make_trainer(self, manifest: Manifest, initial: bytes, train: Any, test: Any) -> Any:
         from .trainer import Trainer  # TensorFlow is imported only once the swarm is known
@@ -145,9 +173,10 @@ class PeerNode:
             state = checkpoint.CheckpointState(model_id, trainer.step, trainer.gossip_weight)
             await asyncio.to_thread(checkpoint.save, directory, trainer.model, state)
 
-    async def _train_loop(self, manifest: Manifest, trainer: Any, engine: GossipEngine, transport: MeshTransport,
+    async def _train_loop(self, manifest: Manifest, trainer: Any, engine: GossipEngine | FedAvgAggregator, transport: MeshTransport,
                           mesh: Mesh, ckpt_dir: Path, model_id: str, shard: int) -> None:  # fmt: skip
         cfg, tcfg, metrics = self.config, manifest.training, self.metrics
+        role = self._role(manifest)
         assert metrics is not None
         out = JsonLines(cfg.metrics_out)
         rng = random.Random(cfg.seed)
@@ -173,14 +202,13 @@ class PeerNode:
                              f"rejected {sum(metrics.rejected.values())}")  # fmt: skip
             return row
 
-        try:
+        async def work() -> None:
+            nonlocal loss, since_exchange, last_report, last_ckpt
             async with trainer.lock:
                 row = await asyncio.to_thread(report)
-            log.info("start: step %d, test accuracy %.3f", trainer.step, row["test_acc"])
-            while not self.stop.is_set():
-                if cfg.duration_s is not None and time.monotonic() - started > cfg.duration_s:
-                    break
-                training = cfg.max_steps is None or trainer.step < cfg.max_steps
+            log.info("%s start: step %d, test accuracy %.3f", role, trainer.step, row["test_acc"])
+            while cfg.duration_s is None or time.monotonic() - started < cfg.duration_s:
+                training = role != "aggregator" and (cfg.max_steps is None or trainer.step < cfg.max_steps)
                 if training:
                     n = min(TRAIN_CHUNK, tcfg.local_steps - since_exchange) or 1
                     async with trainer.lock:
@@ -188,28 +216,44 @@ class PeerNode:
                     since_exchange += n
                     if trainer.step % tcfg.eval_every < n:
                         async with trainer.lock:
-                            row = await asyncio.to_thread(report)
+                            await asyncio.to_thread(report)
                 else:
                     await asyncio.sleep(0.2)  # done training: keep gossiping towards consensus
                     since_exchange = tcfg.local_steps
                     if time.monotonic() - last_report > 2.0:
                         async with trainer.lock:
-                            row = await asyncio.to_thread(report)
+                            await asyncio.to_thread(report)
                         last_report = time.monotonic()
-                if since_exchange >= tcfg.local_steps:
-                    open_links = mesh.open_links()
-                    if open_links:
-                        link = rng.choice(open_links)
-                        outcome = await engine.initiate(link.peer_id, transport, manifest.gossip.exchange_timeout_s)
-                        if outcome != Outcome.MERGED:
-                            await asyncio.sleep(rng.uniform(0.0, 0.05))  # desynchronize retries
+                if since_exchange >= tcfg.local_steps and role != "aggregator":
+                    await self._exchange(mesh, engine, transport, rng, manifest.gossip.exchange_timeout_s)
                     since_exchange = 0
                 if time.monotonic() - last_ckpt > cfg.checkpoint_interval_s:
                     await self._checkpoint(trainer, ckpt_dir, model_id)
                     last_ckpt = time.monotonic()
                 await asyncio.sleep(0)
+
+        # a stop request (SIGTERM/SIGINT) cancels whatever the loop awaits, an exchange included
+        body, stopper = asyncio.create_task(work()), asyncio.create_task(self.stop.wait())
+        try:
+            await asyncio.wait({body, stopper}, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            for task in (body, stopper):
+                task.cancel()
+            await asyncio.gather(body, stopper, return_exceptions=True)
+            if body.done() and not body.cancelled() and body.exception() is not None:
+                log.error("training loop failed: %r", body.exception())
             async with trainer.lock:
                 self.summary = await asyncio.to_thread(report, True)
             await self._checkpoint(trainer, ckpt_dir, model_id)
             out.close()
+        if not body.cancelled() and body.exception() is not None:
+            raise body.exception()  # type: ignore[misc]
+
+    async def _exchange(self, mesh: Mesh, engine: GossipEngine | FedAvgAggregator, transport: MeshTransport,
+                        rng: random.Random, timeout: float) -> None:  # fmt: skip
+        open_links = mesh.open_links()
+        if not open_links or not isinstance(engine, GossipEngine):
+            return
+        outcome = await engine.initiate(rng.choice(open_links).peer_id, transport, timeout)
+        if outcome != Outcome.MERGED:
+            await asyncio.sleep(rng.uniform(0.0, 0.05))  # desynchronize retries after a decline

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from protocols.codecs import CodecId
 from protocols.frame import FrameKind, build_frame
 
+from .fedavg import FedAvgAggregator
 from .gossip import GossipEngine, Update
 from .link import PeerLink
 from .metrics import PeerMetrics
@@ -37,7 +38,7 @@ class MeshTransport:
         swarm_id: bytes,
         model_id: bytes,
         verifier: FrameVerifier,
-        engine: GossipEngine,
+        engine: GossipEngine | FedAvgAggregator,
         metrics: PeerMetrics,
         links: Callable[[], dict[str, PeerLink]],
         codec: CodecId = CodecId.FLOAT32,

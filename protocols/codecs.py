@@ -7,6 +7,7 @@ byte order of JavaScript typed arrays on every platform browsers run on.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from enum import IntEnum
 from typing import Protocol
@@ -36,7 +37,8 @@ class Codec(Protocol):
 
 
 def _count(shape: Shape) -> int:
-    return int(np.prod(shape, dtype=np.int64)) if shape else 1
+    """Element count in exact integers: numpy's int64 product wraps for hostile layouts."""
+    return math.prod(shape)
 
 
 class _PlainCodec:
@@ -70,7 +72,9 @@ class _PlainCodec:
 class Int8Codec:
     """Per tensor: a little-endian float32 scale, then int8 values q = round(x / scale).
 
-    scale = max|x| / 127 (1.0 for an all-zero tensor). Decoding gives q * scale.
+    scale = float32(max|x| / 127), or 1.0 when that is 0 (an all-zero tensor, or one so small
+    that the scale underflows). q = round-half-to-even(float32(x / scale)) clipped to
+    [-127, 127]. Decoding gives float32(q * scale).
     """
 
     codec_id = CodecId.INT8
@@ -83,7 +87,9 @@ class Int8Codec:
         for t in tensors:
             t = np.asarray(t, dtype=np.float32)
             peak = float(np.max(np.abs(t))) if t.size else 0.0
-            scale = np.float32(peak / 127.0 if peak > 0 else 1.0)
+            scale = np.float32(peak / 127.0)
+            if not scale > 0:
+                scale = np.float32(1.0)
             q = np.clip(np.rint(t / scale), -127, 127).astype(np.int8)
             parts += [scale.astype("<f4").tobytes(), q.tobytes()]
         return b"".join(parts)

@@ -11,6 +11,7 @@ uint8 features are scaled by 1/255 when loaded, so images travel at a quarter of
 
 from __future__ import annotations
 
+import math
 import struct
 
 import numpy as np
@@ -39,9 +40,11 @@ def decode_shard(data: bytes) -> tuple[np.ndarray, np.ndarray]:
     magic, version, code, _, n, ndim = _HEAD.unpack_from(data)
     if magic != MAGIC or version != 1 or code not in X_DTYPES or ndim > 4:
         raise ProtocolError("not a version-1 dataset shard")
-    dims = struct.unpack_from(f">{ndim}I", data, _HEAD.size)
     offset = _HEAD.size + 4 * ndim
-    per = int(np.prod(dims, dtype=np.int64))
+    if len(data) < offset:
+        raise ProtocolError("dataset shard ends inside its example shape")
+    dims = struct.unpack_from(f">{ndim}I", data, _HEAD.size)
+    per = math.prod(dims)
     dtype = X_DTYPES[code]
     x_len = n * per * dtype.itemsize
     if len(data) != offset + x_len + n:

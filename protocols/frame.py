@@ -36,6 +36,7 @@ FIXED_HEADER_SIZE = _FIXED.size  # 166
 DIGEST_SIZE = 32
 MAX_TENSORS = 1024
 MAX_NDIM = 8
+MAX_TENSOR_ELEMENTS = 2**31 - 1  # per tensor, zero dimensions counted as 1
 MAX_SAMPLE_WEIGHT = 1e9
 
 
@@ -165,7 +166,10 @@ def parse_header(data: bytes) -> tuple[FrameHeader, int]:
         end = offset + 1 + 4 * ndim
         if end > len(data):
             raise ProtocolError("frame ends inside the tensor layout")
-        shapes.append(tuple(struct.unpack_from(f">{ndim}I", data, offset + 1)))
+        shape = struct.unpack_from(f">{ndim}I", data, offset + 1)
+        if math.prod(d or 1 for d in shape) > MAX_TENSOR_ELEMENTS:  # not representable as an array
+            raise ProtocolError(f"tensor of shape {shape} exceeds {MAX_TENSOR_ELEMENTS} elements", reason="bad_shape")
+        shapes.append(shape)
         offset = end
     end = offset + DIGEST_SIZE + SIGNATURE_SIZE
     if end > len(data):
@@ -192,6 +196,6 @@ def decode_frame(data: bytes) -> Frame:
     if sha256(payload) != header.digest:
         raise SignatureError("payload digest does not match the signed header", reason="bad_digest")
     codec = codec_for(header.codec)
-    if header.shapes and codec.encoded_size(header.shapes) != header.payload_len:
+    if codec.encoded_size(header.shapes) != header.payload_len:  # no tensors: no payload
         raise ProtocolError("payload length does not match the tensor layout", reason="bad_shape")
     return Frame(header, payload)

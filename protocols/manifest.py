@@ -12,7 +12,7 @@ signature covers ``crypto.manifest_message(utf8(manifest))`` and the **model id*
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -34,7 +34,7 @@ class WeightSpec(_Strict):
     """One weight tensor, in the order of the weights blob (as TF.js ``weightsManifest``)."""
 
     name: str = Field(max_length=256)
-    shape: list[int] = Field(max_length=8)
+    shape: list[Annotated[int, Field(ge=0)]] = Field(max_length=8)
     dtype: Literal["float32"] = "float32"
 
 
@@ -71,10 +71,20 @@ class TrainingConfig(_Strict):
 
 
 class GossipConfig(_Strict):
+    method: Literal["gossip", "central"] = Field(
+        default="gossip", description="gossip: pairwise averaging; central: FedAvg through `aggregator`"
+    )
+    aggregator: str | None = Field(default=None, pattern=HEX_KEY, description="public key of the FedAvg aggregator")
     degree: int = Field(default=4, ge=1, le=64, description="target number of neighbors")
     max_degree: int = Field(default=8, ge=1, le=128, description="refuse connections beyond this")
     codec: Literal["float32", "float16", "int8"] = "float32"
     exchange_timeout_s: float = Field(default=10.0, gt=0, le=600)
+
+    @model_validator(mode="after")
+    def _central_needs_aggregator(self) -> GossipConfig:
+        if self.method == "central" and self.aggregator is None:
+            raise ValueError("method 'central' needs the aggregator's public key")
+        return self
 
 
 class ShardRef(BlobRef):
@@ -83,7 +93,7 @@ class ShardRef(BlobRef):
 
 class DatasetSpec(_Strict):
     name: str = Field(max_length=128)
-    input_shape: list[int] = Field(min_length=1, max_length=4)
+    input_shape: list[Annotated[int, Field(ge=1)]] = Field(min_length=1, max_length=4)
     num_classes: int = Field(ge=2, le=256)
     partition: Literal["iid", "dirichlet", "by_class"] = "iid"
     train_shards: list[ShardRef] = Field(min_length=1, max_length=4096)

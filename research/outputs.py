@@ -46,6 +46,10 @@ def summarize(config: ExperimentConfig, results: list[RunResult], seconds: float
 def plot(results: list[RunResult], x: str, path: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for r in results:
+        if x == "bytes_sent" and r.rows[-1]["bytes_sent"] == 0:  # local/pooled send nothing: a reference level
+            ax.axhline(r.rows[-1]["mean_acc"], color=COLORS[r.method], linestyle="--", alpha=0.8,
+                       label=f"{r.method} (final, no bytes)" if r.seed == results[0].seed else None)  # fmt: skip
+            continue
         xs = [row[x] / (1e6 if x == "bytes_sent" else 1) for row in r.rows]
         label = r.method if r.seed == results[0].seed else None
         ax.plot(xs, [row["mean_acc"] for row in r.rows], color=COLORS[r.method], label=label)

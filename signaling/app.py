@@ -93,7 +93,9 @@ def _check_join(request: web.Request, join: Join, nonce: bytes) -> tuple[Error |
         return _error(ErrorCode.UNKNOWN_SWARM, f"no swarm {join.swarm_id} is published on this server"), 0
     room = request.app[REGISTRY].rooms.get(join.swarm_id)
     cfg = request.app[CONFIG]
-    if room is not None and len(room.members) >= cfg.max_peers_per_swarm:
+    # a key that is already a member replaces its old socket (see _register): it takes no new place
+    rejoining = room is not None and peer_id_of(bytes.fromhex(join.public_key)) in room.members
+    if room is not None and not rejoining and len(room.members) >= cfg.max_peers_per_swarm:
         return _error(ErrorCode.SWARM_FULL, f"swarm has its limit of {cfg.max_peers_per_swarm} peers"), 0
     dataset = published[1].dataset
     return None, len(dataset.train_shards) if dataset else 1
@@ -102,10 +104,12 @@ def _check_join(request: web.Request, join: Join, nonce: bytes) -> tuple[Error |
 async def _register(request: web.Request, ws: web.WebSocketResponse, join: Join, shards: int) -> Member:
     registry, store = request.app[REGISTRY], request.app[STORE]
     info = PeerInfo(peer_id=peer_id_of(bytes.fromhex(join.public_key)), public_key=join.public_key, client=join.client)
-    room = registry.room(join.swarm_id)
-    old = room.members.pop(info.peer_id, None)
+    old = registry.room(join.swarm_id).members.pop(info.peer_id, None)
     if old is not None:  # the same key reconnected: the proven newcomer replaces the stale socket
         await old.ws.close(message=b"replaced by a new connection")
+    # looked up after the await: if the last other member left meanwhile, the room was deleted
+    # and the newcomer must not be put into that orphan
+    room = registry.room(join.swarm_id)
     member = Member(info=info, ws=ws, shard=room.next_shard(shards))
     others = list(room.members.values())
     room.members[info.peer_id] = member
