@@ -29,6 +29,7 @@ class ModelConfig(_Section):
     optimizer: Literal["adam", "sgd"] = "adam"
     learning_rate: float = Field(0.001, ge=0)
     batch_size: int = Field(32, ge=1)
+    init_per_peer: bool = Field(False, description="each peer starts from its own random init (consensus tests)")
 
 
 class SwarmConfig(_Section):

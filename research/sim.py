@@ -34,6 +34,9 @@ class RunResult:
     seed: int
     rows: list[dict[str, Any]] = field(default_factory=list)  # one per evaluation
     peer_rows: list[dict[str, Any]] = field(default_factory=list)  # method, seed, round, peer, acc
+    initial_weights: list[np.ndarray] | None = None  # stacked [peers, ...], for tests
+    final_weights: list[np.ndarray] | None = None
+    sample_counts: np.ndarray | None = None
 
 
 def frame_bytes(shapes: list[tuple[int, ...]], codec: str) -> int:
@@ -83,6 +86,9 @@ def run(config: ExperimentConfig, data: ExperimentData, method: Method, seed: in
     shards = [np.arange(len(data.y_train))] if method == "pooled" else data.shards
     peers = len(shards)
     model = StackedMLP(layers, _initial(layers, seed), peers, config.model.optimizer, config.model.learning_rate)
+    if config.model.init_per_peer:
+        per_peer = [_initial(layers, seed * 100_003 + p + 1) for p in range(peers)]
+        model.set([np.stack([w[i] for w in per_peer]) for i in range(len(per_peer[0]))])
     graph = topology.build(config.swarm.topology, peers, config.swarm.degree, rng)
     churn = Churn(config, peers, rng)
     sizes = np.array([len(s) for s in shards], dtype=np.float64)
@@ -91,7 +97,7 @@ def run(config: ExperimentConfig, data: ExperimentData, method: Method, seed: in
     frame = frame_bytes(shapes, config.swarm.codec)
     codec = codec_for(CodecId[config.swarm.codec.upper()])
     net = config.network
-    result = RunResult(method, seed)
+    result = RunResult(method, seed, initial_weights=model.get(), sample_counts=sizes.copy())
     clock, sent = 0.0, 0
 
     def evaluate(round_: int) -> None:
@@ -150,4 +156,5 @@ def run(config: ExperimentConfig, data: ExperimentData, method: Method, seed: in
             if result.rows[-1]["round"] != round_:
                 evaluate(round_)
             break
+    result.final_weights = model.get()
     return result
