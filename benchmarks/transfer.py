@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import secrets
+import socket
 import statistics
 import sys
 import time
@@ -35,6 +36,7 @@ from typing import Any
 import numpy as np
 from aiohttp import ClientSession, WSMsgType, web
 from aiortc import RTCPeerConnection
+from aiortc.rtcsctptransport import DataChunk, RTCSctpTransport
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from peer.gossip import GossipEngine, Outcome, Update
@@ -43,7 +45,7 @@ from peer.link import PeerLink
 from peer.metrics import PeerMetrics
 from peer.transport import MeshTransport
 from peer.verifier import FrameVerifier
-from protocols.chunking import Reassembler, split_frame
+from protocols.chunking import DEFAULT_MESSAGE_SIZE, Reassembler, split_frame
 from protocols.crypto import peer_id_of, public_key_bytes
 from protocols.frame import FrameKind, build_frame
 from protocols.signaling import PeerInfo
@@ -86,11 +88,38 @@ class LinkPair:
         await asyncio.gather(self.a.close(), self.b.close())
 
 
-async def link_pair(key_a: Ed25519PrivateKey, key_b: Ed25519PrivateKey, on_a: FrameCallback, on_b: FrameCallback) -> LinkPair:
+@dataclass(frozen=True)
+class Variant:
+    """How the aiortc link is set up: the data-channel message size and the UDP receive buffer."""
+
+    name: str
+    message_size: int = DEFAULT_MESSAGE_SIZE
+    rcvbuf: int = 0  # SO_RCVBUF of the ICE sockets; 0 keeps the OS default (net.core.rmem_default)
+
+
+DEFAULT = Variant("aiortc")
+
+
+def enlarge_receive_buffers(link: PeerLink, size: int) -> None:
+    """Set SO_RCVBUF on the link's ICE sockets (reached through private aiortc/aioice attributes).
+
+    On one machine SCTP bursts overflow the default UDP receive buffer and every dropped
+    packet costs a retransmission; this variant shows what a larger buffer buys.
+    """
+    connection = link.pc.sctp.transport.transport._connection  # type: ignore[union-attr]
+    for protocol in connection._protocols:
+        protocol.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+
+
+async def link_pair(
+    key_a: Ed25519PrivateKey, key_b: Ed25519PrivateKey, on_a: FrameCallback, on_b: FrameCallback,
+    variant: Variant = DEFAULT,
+) -> LinkPair:
     """Two PeerLinks joined directly (SDP handed over in-process, every candidate in the SDP)."""
     pc_a, pc_b = RTCPeerConnection(), RTCPeerConnection()
-    a = PeerLink(_info(key_b), pc_a, max_frame_size=MAX_FRAME, on_frame=on_a, on_closed=_ignore, on_chunk_error=_count_reject)
-    b = PeerLink(_info(key_a), pc_b, max_frame_size=MAX_FRAME, on_frame=on_b, on_closed=_ignore, on_chunk_error=_count_reject)
+    a, b = (PeerLink(_info(remote), pc, max_frame_size=MAX_FRAME, on_frame=on, on_closed=_ignore,
+                     on_chunk_error=_count_reject, message_size=variant.message_size)
+            for remote, pc, on in ((key_b, pc_a, on_a), (key_a, pc_b, on_b)))  # fmt: skip
     pair = LinkPair(a, b)
     try:
         a.attach(pc_a.createDataChannel("gossip", ordered=True))
@@ -102,6 +131,9 @@ async def link_pair(key_a: Ed25519PrivateKey, key_b: Ed25519PrivateKey, on_a: Fr
         async with asyncio.timeout(30):
             await a.opened.wait()
             await b.opened.wait()
+        if variant.rcvbuf:
+            enlarge_receive_buffers(a, variant.rcvbuf)
+            enlarge_receive_buffers(b, variant.rcvbuf)
     except BaseException:
         await pair.close()
         raise
@@ -142,7 +174,7 @@ class Counter:
             self.done.set()
 
 
-async def aiortc_rate(frames: Sequence[bytes]) -> float:
+async def aiortc_rate(frames: Sequence[bytes], variant: Variant = DEFAULT) -> float:
     """MB/s of frame bytes from the first ``PeerLink.send`` until the last frame is reassembled."""
     counter = Counter()
 
@@ -152,7 +184,7 @@ async def aiortc_rate(frames: Sequence[bytes]) -> float:
     async def nothing(link: PeerLink, data: bytes) -> None:
         return None
 
-    pair = await link_pair(Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate(), nothing, receive)
+    pair = await link_pair(Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate(), nothing, receive, variant)
     try:
         await pair.a.send(lambda: frames[0])  # warm-up: SCTP congestion window, first allocations
         await counter.wait()
@@ -244,12 +276,12 @@ def gossip_peer(key: Ed25519PrivateKey, members: set[bytes], rng: np.random.Gene
     return GossipPeer(key, model, transport, links)
 
 
-async def gossip_round_trips(rounds: int, rng: np.random.Generator) -> list[float]:
+async def gossip_round_trips(rounds: int, rng: np.random.Generator, variant: Variant = DEFAULT) -> list[float]:
     """Seconds per exchange: ``GossipEngine.initiate`` from request to merged reply."""
     ka, kb = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
     members = {public_key_bytes(ka), public_key_bytes(kb)}
     a, b = gossip_peer(ka, members, rng), gossip_peer(kb, members, rng)
-    pair = await link_pair(ka, kb, a.transport.on_frame, b.transport.on_frame)
+    pair = await link_pair(ka, kb, a.transport.on_frame, b.transport.on_frame, variant)
     a.links[pair.a.peer_id], b.links[pair.b.peer_id] = pair.a, pair.b
     engine = a.transport.engine
     assert isinstance(engine, GossipEngine)
@@ -292,39 +324,115 @@ def frame_cpu_ms(rng: np.random.Generator, repeats: int = 20) -> dict[str, float
     return {"build_ms": statistics.median(build) * 1e3, "admit_ms": statistics.median(admit) * 1e3}
 
 
+# ---- SCTP loss recovery (counted, not changed) -------------------------------------------
+
+
+@dataclass
+class SctpCounts:
+    data_chunks: int = 0  # DATA chunks put on the wire, first sends and retransmissions
+    retransmitted: int = 0  # of which retransmissions: the packet (or its SACK) was lost
+    t3_timeouts: int = 0  # losses recovered only after the retransmission timeout (>= 1 s)
+
+
+class SctpCounter:
+    """Counts aiortc's SCTP retransmissions while active, by wrapping two private methods.
+
+    For counting only; if aiortc renames them the counts stay zero and the benchmark still runs.
+    """
+
+    def __init__(self) -> None:
+        self.counts = SctpCounts()
+        self._send = getattr(RTCSctpTransport, "_send_chunk", None)
+        self._t3 = getattr(RTCSctpTransport, "_t3_expired", None)
+
+    def __enter__(self) -> SctpCounts:  # may be entered again: the counts accumulate
+        send, t3, counts = self._send, self._t3, self.counts
+        if send is not None and t3 is not None:
+
+            async def counting_send(transport: RTCSctpTransport, chunk: Any) -> None:
+                if isinstance(chunk, DataChunk):
+                    counts.data_chunks += 1
+                    counts.retransmitted += getattr(chunk, "_sent_count", 1) > 1
+                await send(transport, chunk)
+
+            def counting_t3(transport: RTCSctpTransport) -> None:
+                counts.t3_timeouts += 1
+                t3(transport)
+
+            RTCSctpTransport._send_chunk = counting_send  # type: ignore[method-assign, assignment]
+            RTCSctpTransport._t3_expired = counting_t3  # type: ignore[method-assign, assignment]
+        return counts
+
+    def __exit__(self, *exc: object) -> None:
+        if self._send is not None and self._t3 is not None:
+            RTCSctpTransport._send_chunk = self._send  # type: ignore[method-assign]
+            RTCSctpTransport._t3_expired = self._t3  # type: ignore[method-assign]
+
+
 # ---- one event loop's set ---------------------------------------------------------------
+
+
+@dataclass
+class Rate:
+    mb_s: float  # median of the trials
+    trials: list[float]
+    sctp: SctpCounts | None = None
+
+
+@dataclass
+class RoundTrips:
+    median_ms: float
+    p90_ms: float
+    max_ms: float
+    all_ms: list[float]
+    sctp: SctpCounts
 
 
 @dataclass
 class LoopResult:
     loop: str
-    aiortc_mb_s: float
-    websocket_mb_s: float
+    websocket: Rate
+    aiortc: dict[str, Rate]  # by variant name; "aiortc" is the default link
     ratio_aiortc_over_websocket: float
-    gossip_round_trip_ms_median: float
-    gossip_round_trip_ms_p90: float
+    gossip: dict[str, RoundTrips]
     frame_build_ms: float
     frame_admit_ms: float
-    aiortc_trials_mb_s: list[float]
-    websocket_trials_mb_s: list[float]
 
 
-async def measure(loop_name: str, frames_per_trial: int, trials: int, rounds: int) -> LoopResult:
+def transfer_variants(sizes: Sequence[int], rcvbuf: int) -> list[Variant]:
+    variants = [DEFAULT]
+    if rcvbuf:
+        variants.append(Variant(f"aiortc, {rcvbuf // 1024} KiB SO_RCVBUF", rcvbuf=rcvbuf))
+    variants += [Variant(f"aiortc, {size // 1024} KiB messages", message_size=size) for size in sizes if size != DEFAULT_MESSAGE_SIZE]
+    return variants
+
+
+async def measure(loop_name: str, frames_per_trial: int, trials: int, rounds: int, variants: Sequence[Variant]) -> LoopResult:
     rng = np.random.default_rng(0)
     frames = update_frames(Ed25519PrivateKey.generate(), secrets.token_bytes(32), frames_per_trial, rng)
-    rtc, ws = [], []
-    for _ in range(trials):  # interleaved, so drifts of the machine hit both alike
-        rtc.append(await aiortc_rate(frames))
+    ws: list[float] = []
+    rtc: dict[Variant, list[float]] = {v: [] for v in variants}
+    counters = {v: SctpCounter() for v in variants}
+    for _ in range(trials):  # interleaved, so drifts of the machine hit every variant alike
         ws.append(await websocket_rate(frames))
-    trips = sorted(await gossip_round_trips(rounds, rng))
+        for variant in variants:
+            with counters[variant]:
+                rtc[variant].append(await aiortc_rate(frames, variant))
+    gossip = {}
+    for variant in variants:
+        if variant.message_size != DEFAULT_MESSAGE_SIZE:
+            continue
+        with SctpCounter() as counts:
+            trips = sorted(t * 1e3 for t in await gossip_round_trips(rounds, rng, variant))
+        gossip[variant.name] = RoundTrips(statistics.median(trips), trips[min(len(trips) - 1, int(0.9 * len(trips)))],
+                                          trips[-1], trips, counts)  # fmt: skip
     cpu = frame_cpu_ms(rng)
-    rtc_mb_s, ws_mb_s = statistics.median(rtc), statistics.median(ws)
+    rates = {v.name: Rate(statistics.median(r), r, counters[v].counts) for v, r in rtc.items()}
+    websocket = Rate(statistics.median(ws), ws)
     return LoopResult(
-        loop=loop_name, aiortc_mb_s=rtc_mb_s, websocket_mb_s=ws_mb_s, ratio_aiortc_over_websocket=rtc_mb_s / ws_mb_s,
-        gossip_round_trip_ms_median=statistics.median(trips) * 1e3,
-        gossip_round_trip_ms_p90=trips[min(len(trips) - 1, int(0.9 * len(trips)))] * 1e3,
-        frame_build_ms=cpu["build_ms"], frame_admit_ms=cpu["admit_ms"],
-        aiortc_trials_mb_s=rtc, websocket_trials_mb_s=ws,
+        loop=loop_name, websocket=websocket, aiortc=rates,
+        ratio_aiortc_over_websocket=rates[DEFAULT.name].mb_s / websocket.mb_s,
+        gossip=gossip, frame_build_ms=cpu["build_ms"], frame_admit_ms=cpu["admit_ms"],
     )  # fmt: skip
 
 
@@ -360,22 +468,43 @@ def machine() -> dict[str, Any]:
     }  # fmt: skip
 
 
-def table(results: Sequence[LoopResult], frame_bytes: int) -> str:
-    rows = [
-        ("loop", "aiortc MB/s", "websocket MB/s", "aiortc/ws", "gossip RTT ms (median / p90)", "build / admit ms"),
-        *[(r.loop, f"{r.aiortc_mb_s:.1f}", f"{r.websocket_mb_s:.1f}", f"{r.ratio_aiortc_over_websocket:.3f}",
-           f"{r.gossip_round_trip_ms_median:.1f} / {r.gossip_round_trip_ms_p90:.1f}",
-           f"{r.frame_build_ms:.2f} / {r.frame_admit_ms:.2f}") for r in results],
-    ]  # fmt: skip
+def _rtx(c: SctpCounts | None) -> str:
+    return "" if c is None else f"{100 * c.retransmitted / max(1, c.data_chunks):.1f}% rtx, {c.t3_timeouts} T3"
+
+
+def _render(rows: list[tuple[str, ...]]) -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))) for row in rows]
+    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines
+
+
+def _sysctl(name: str) -> int | None:
+    try:
+        return int(Path("/proc/sys", name).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def table(results: Sequence[LoopResult], frame_bytes: int) -> str:
+    lines = [f"frame: {PARAMS:,} float32 parameters = {frame_bytes:,} bytes signed; MB/s = 10^6 frame bytes per second",
+             "rtx = share of SCTP DATA chunks sent again (lost on the way); T3 = losses found only by timeout (>= 1 s)", ""]  # fmt: skip
+    rows: list[tuple[str, ...]] = [("loop", "transport", "MB/s", "vs websocket", "SCTP")]
+    for r in results:
+        rows.append((r.loop, "websocket (aiohttp)", f"{r.websocket.mb_s:.1f}", "1", ""))
+        rows += [(r.loop, name, f"{rate.mb_s:.2f}", f"{rate.mb_s / r.websocket.mb_s:.4f}", _rtx(rate.sctp)) for name, rate in r.aiortc.items()]
+    lines += _render(rows)
+    rows = [("loop", "gossip exchange over", "RTT ms median", "p90", "max", "SCTP")]
+    for r in results:
+        rows += [(r.loop, name, f"{g.median_ms:.0f}", f"{g.p90_ms:.0f}", f"{g.max_ms:.0f}", _rtx(g.sctp)) for name, g in r.gossip.items()]
+    lines += ["", *_render(rows)]
+    lines += ["", "frame build (encode, hash, sign) / admit (verify, decode), ms: "
+              + ", ".join(f"{r.loop} {r.frame_build_ms:.2f} / {r.frame_admit_ms:.2f}" for r in results)]  # fmt: skip
     if len(results) == 2:
         base, other = results
-        lines.append(f"\n{other.loop} / {base.loop}: aiortc x{other.aiortc_mb_s / base.aiortc_mb_s:.2f}, "
-                     f"websocket x{other.websocket_mb_s / base.websocket_mb_s:.2f}, "
-                     f"gossip RTT x{other.gossip_round_trip_ms_median / base.gossip_round_trip_ms_median:.2f}")  # fmt: skip
-    lines.insert(0, f"frame: {PARAMS:,} float32 parameters, {frame_bytes:,} bytes signed; MB = 10^6 bytes of frames\n")
+        lines.append(f"{other.loop} / {base.loop}: aiortc x{other.aiortc[DEFAULT.name].mb_s / base.aiortc[DEFAULT.name].mb_s:.2f}, "
+                     f"websocket x{other.websocket.mb_s / base.websocket.mb_s:.2f}, gossip RTT x"
+                     f"{other.gossip[DEFAULT.name].median_ms / base.gossip[DEFAULT.name].median_ms:.2f}")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -384,18 +513,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--frames", type=int, default=30, help="update frames per transfer trial (~0.4 MB each)")
     parser.add_argument("--trials", type=int, default=3, help="transfer trials per transport (median reported)")
     parser.add_argument("--rounds", type=int, default=30, help="timed gossip exchanges")
+    parser.add_argument("--message-sizes", type=int, nargs="+", default=[16384, 65536, DEFAULT_MESSAGE_SIZE],
+                        help="data-channel message sizes to sweep for aiortc (the comparison uses the default)")  # fmt: skip
+    parser.add_argument("--rcvbuf", type=int, default=4 * 1024 * 1024,
+                        help="SO_RCVBUF of the extra aiortc variant (0: no such variant); capped by net.core.rmem_max")  # fmt: skip
     parser.add_argument("--loops", nargs="+", default=["asyncio", "uvloop"], help="event loops to compare")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "transfer.json")
     args = parser.parse_args(argv)
 
     frame_bytes = len(update_frames(Ed25519PrivateKey.generate(), bytes(32), 1, np.random.default_rng(0))[0])
     use_candidate_addresses(["127.0.0.1"])  # nothing leaves loopback
+    variants = transfer_variants(args.message_sizes, args.rcvbuf)
     results = []
     try:
         for name, factory in loop_factories(args.loops).items():
             print(f"measuring on the {name} loop ...", file=sys.stderr, flush=True)
             with asyncio.Runner(loop_factory=factory) as runner:
-                results.append(runner.run(measure(name, args.frames, args.trials, args.rounds)))
+                results.append(runner.run(measure(name, args.frames, args.trials, args.rounds, variants)))
     finally:
         use_candidate_addresses(None)
     print(table(results, frame_bytes))
@@ -403,7 +537,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     report = {
         "benchmark": "transfer", "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine(),
         "settings": {"frames_per_trial": args.frames, "trials": args.trials, "gossip_rounds": args.rounds,
-                     "params": PARAMS, "frame_bytes": frame_bytes, "chunk_bytes": 262144},
+                     "params": PARAMS, "frame_bytes": frame_bytes, "chunk_bytes": DEFAULT_MESSAGE_SIZE,
+                     "variants": [asdict(v) for v in variants], "rmem_default": _sysctl("net/core/rmem_default"),
+                     "rmem_max": _sysctl("net/core/rmem_max")},
         "results": [asdict(r) for r in results],
         "note": "figures from one run on one machine; compare the ratios, not the absolute numbers",
     }  # fmt: skip

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from protocols.codecs import CodecId
+from protocols.codecs import CodecId, codec_for
 from protocols.frame import FrameKind, build_frame
 
 from .fedavg import FedAvgAggregator
@@ -28,6 +28,7 @@ from .verifier import FrameRejected, FrameVerifier
 log = logging.getLogger("peer.transport")
 
 MAX_PENDING = 64
+MAX_RESIDUALS = 256
 
 
 class MeshTransport:
@@ -53,20 +54,42 @@ class MeshTransport:
         self._exchange = itertools.count(1)
         self._pending: dict[tuple[str, int], asyncio.Future[Update | None]] = {}
         self.last_distance: float | None = None
+        self._residual: dict[str, list[np.ndarray]] = {}
 
-    def _frame(self, link: PeerLink, kind: FrameKind, exchange_id: int, update: Update | None) -> Callable[[], bytes]:
+    def _frame(self, link: PeerLink, kind: FrameKind, exchange_id: int, update: Update | None,
+               codec: CodecId) -> Callable[[], bytes]:  # fmt: skip
+        tensors = self._with_error_feedback(link.peer_id, update.weights, codec) if update else []
+
         def build() -> bytes:  # called under the link's send lock so seq order = wire order
             return build_frame(
                 self.key, kind=kind, swarm_id=self.swarm_id, model_id=self.model_id,
                 receiver=link.remote_key, session=self.session, seq=next(self._seq),
                 exchange_id=exchange_id, sample_weight=update.weight if update else 0.0,
-                step=update.step if update else 0, tensors=update.weights if update else (), codec=int(self.codec),
+                step=update.step if update else 0, tensors=tensors, codec=int(codec),
             ).encode()  # fmt: skip
 
         return build
 
-    async def send(self, link: PeerLink, kind: FrameKind, exchange_id: int, update: Update | None) -> None:
-        await link.send(self._frame(link, kind, exchange_id, update))
+    def _with_error_feedback(self, peer: str, weights: list[np.ndarray], codec: CodecId) -> list[np.ndarray]:
+        """Lossy codecs: send w + r and keep r <- (w + r) - decode(encode(w + r)) per neighbor.
+
+        What a neighbor receives then differs from our model by one residual, never by the sum
+        of every exchange's rounding error.
+        """
+        if codec == CodecId.FLOAT32:
+            return weights
+        residual = self._residual.get(peer)
+        target = [w + r for w, r in zip(weights, residual, strict=True)] if residual else list(weights)
+        c = codec_for(codec)
+        sent = c.decode(c.encode(target), [t.shape for t in target])
+        self._residual[peer] = [t - q for t, q in zip(target, sent, strict=True)]
+        while len(self._residual) > MAX_RESIDUALS:  # departed neighbors: forget the oldest
+            self._residual.pop(next(iter(self._residual)))
+        return target
+
+    async def send(self, link: PeerLink, kind: FrameKind, exchange_id: int, update: Update | None,
+                   codec: CodecId | None = None) -> None:  # fmt: skip
+        await link.send(self._frame(link, kind, exchange_id, update, self.codec if codec is None else codec))
         self.metrics.frames_sent += 1
 
     # ---- gossip.Transport -------------------------------------------------------------
@@ -103,8 +126,8 @@ class MeshTransport:
         if h.kind == FrameKind.EXCHANGE_REQUEST and update is not None:
             reply = await self.engine.respond(update)
             kind = FrameKind.EXCHANGE_RESPONSE if reply is not None else FrameKind.EXCHANGE_DECLINE
-            try:
-                await self.send(link, kind, h.exchange_id, reply)
+            try:  # the reply uses the request's codec: codecs are negotiated per exchange
+                await self.send(link, kind, h.exchange_id, reply, CodecId(h.codec))
             except (ConnectionError, TimeoutError) as exc:
                 log.debug("could not answer %s: %s", link.peer_id[:8], exc)
         elif h.kind in (FrameKind.EXCHANGE_RESPONSE, FrameKind.EXCHANGE_DECLINE):

@@ -276,44 +276,45 @@ async def test_content_route_refuses_path_traversal(swarm: Publication, server: 
 
 # ---- publish refusals: each stores nothing ----------------------------------------------
 
-Refusal = Callable[[Publication, Ed25519PrivateKey], tuple[str | None, list[tuple[str, bytes]]]]
+Upload = tuple[str | None, list[tuple[str, bytes]]]  # (envelope JSON or no manifest field, blob parts)
+Refusal = Callable[[Publication], Upload]
 
 
-def _bad_signature(pub: Publication, key: Ed25519PrivateKey) -> tuple[str | None, list[tuple[str, bytes]]]:
+def _bad_signature(pub: Publication) -> Upload:
     sig = pub.signed.signature
     forged = SignedManifest(manifest=pub.signed.manifest, signature=("0" if sig[0] != "0" else "1") + sig[1:])
     return envelope_json(forged), pub.parts()
 
 
-def _someone_elses_key(pub: Publication, key: Ed25519PrivateKey) -> tuple[str | None, list[tuple[str, bytes]]]:
+def _someone_elses_key(pub: Publication) -> Upload:
     """Signed correctly, but by a key that is not the manifest's publisher_key."""
     other = tiny_publication(Ed25519PrivateKey.generate(), swarm_id=pub.swarm_id)
     return envelope_json(SignedManifest(manifest=pub.signed.manifest, signature=other.signed.signature)), pub.parts()
 
 
-def _digest_mismatch(pub: Publication, key: Ed25519PrivateKey) -> tuple[str | None, list[tuple[str, bytes]]]:
+def _digest_mismatch(pub: Publication) -> Upload:
     (first, data), *rest = pub.parts()
     return envelope_json(pub.signed), [(first, bytes([data[0] ^ 1]) + data[1:]), *rest]  # same size, other bytes
 
 
-def _missing_blob(pub: Publication, key: Ed25519PrivateKey) -> tuple[str | None, list[tuple[str, bytes]]]:
+def _missing_blob(pub: Publication) -> Upload:
     return envelope_json(pub.signed), pub.parts()[:-1]
 
 
-def _unreferenced_blob(pub: Publication, key: Ed25519PrivateKey) -> tuple[str | None, list[tuple[str, bytes]]]:
+def _unreferenced_blob(pub: Publication) -> Upload:
     extra = b"not in the manifest"
     return envelope_json(pub.signed), [*pub.parts(), (sha256(extra).hex(), extra)]
 
 
-def _traversal_name(pub: Publication, key: Ed25519PrivateKey) -> tuple[str | None, list[tuple[str, bytes]]]:
+def _traversal_name(pub: Publication) -> Upload:
     return envelope_json(pub.signed), [*pub.parts(), ("../swarms/evil.json", b"{}")]
 
 
-def _no_manifest(pub: Publication, key: Ed25519PrivateKey) -> tuple[str | None, list[tuple[str, bytes]]]:
+def _no_manifest(pub: Publication) -> Upload:
     return None, pub.parts()
 
 
-def _not_a_manifest(pub: Publication, key: Ed25519PrivateKey) -> tuple[str | None, list[tuple[str, bytes]]]:
+def _not_a_manifest(pub: Publication) -> Upload:
     return json.dumps({"manifest": "{}", "signature": pub.signed.signature}), pub.parts()
 
 
@@ -334,7 +335,7 @@ async def test_refused_publish_stores_nothing(
     http: aiohttp.ClientSession, server: Server, publisher: Ed25519PrivateKey, case: str
 ) -> None:
     pub = tiny_publication(publisher)
-    envelope, parts = REFUSALS[case](pub, publisher)
+    envelope, parts = REFUSALS[case](pub)
     status, body = await post_publish(http, server, envelope, parts)
     assert status == 400 and body["error"] in ("rejected", "bad_request"), body
     assert stored_files(server.data_dir) == set()
@@ -488,7 +489,7 @@ async def test_relay_reaches_only_the_addressed_peer_with_from_set_by_the_server
     assert end.candidate is None and end.from_ == a.peer_id
 
     # a client cannot speak for another peer: its `from` is overwritten
-    await c.send(Offer(to=b.peer_id, from_=a.peer_id, sdp=SDP))
+    await c.send(Offer.model_validate({"to": b.peer_id, "from": a.peer_id, "sdp": SDP}))
     spoofed = await b.expect(Offer)
     assert spoofed.from_ == c.peer_id
     await c.send(json.dumps({"v": 1, "type": "answer", "to": b.peer_id, "from": a.peer_id, "sdp": SDP}))

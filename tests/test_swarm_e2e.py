@@ -134,7 +134,7 @@ async def test_three_peers_train_together_and_reject_a_rogue(peers: tuple[str, l
     spread = max(r["neighbor_distance"] or 0 for p in procs for r in p.rows if r["step"] < MAX_STEPS)
     assert spread > 0
     async with asyncio.timeout(120):
-        while not all((r := p.latest) is not None and r["neighbor_distance"] < 0.02 * spread for p in procs):
+        while not all((r := p.latest) is not None and (r["neighbor_distance"] or spread) < 0.02 * spread for p in procs):
             await asyncio.sleep(0.5)
     for p in procs:
         p.terminate()
