@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from peer.gossip import GossipEngine, Outcome, Update
 from peer.ice import use_candidate_addresses
+import peer.link
 from peer.link import PeerLink
 from peer.metrics import PeerMetrics
 from peer.transport import MeshTransport
@@ -49,6 +50,10 @@ from protocols.chunking import DEFAULT_MESSAGE_SIZE, Reassembler, split_frame
 from protocols.crypto import peer_id_of, public_key_bytes
 from protocols.frame import FrameKind, build_frame
 from protocols.signaling import PeerInfo
+
+# PeerLink enlarges its ICE socket buffers by default; the baseline here is aiortc untuned,
+# and the --rcvbuf variant opts back in, so the ratio shows what the tuning buys.
+peer.link.SOCKET_BUFFER = 0
 
 SHAPES = [(784, 128), (128,), (128, 10), (10,)]  # the default MLP, in weight order
 PARAMS = sum(int(np.prod(s)) for s in SHAPES)

@@ -29,13 +29,16 @@ LOW_WATER = 1 * 1024 * 1024
 SOCKET_BUFFER = 4 * 1024 * 1024
 
 
-def enlarge_socket_buffers(pc: RTCPeerConnection, size: int = SOCKET_BUFFER) -> None:
+def enlarge_socket_buffers(pc: RTCPeerConnection, size: int | None = None) -> None:
     """Give the ICE sockets 4 MiB receive buffers (best effort; aiortc exposes no option).
 
     SCTP bursts overflow the default ~208 KB UDP receive buffer even on loopback; each drop
     costs a retransmission timeout. Measured in benchmarks/transfer.py: 0% resent instead of
     10-20%, and a gossip round trip without multi-second stalls.
     """
+    size = SOCKET_BUFFER if size is None else size
+    if size <= 0:  # 0: keep the OS default (benchmarks compare against it)
+        return
     try:
         connection = pc.sctp.transport.transport._connection  # type: ignore[union-attr]
         for protocol in connection._protocols:
