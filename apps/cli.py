@@ -54,11 +54,21 @@ def cmd_publish(args: argparse.Namespace) -> int:
 def cmd_join(args: argparse.Namespace) -> int:
     from peer.config import PeerConfig, parse_join_url
     from peer.node import PeerNode
+    from protocols.signaling import IceServer
 
     server, swarm_id = parse_join_url(args.url)
+    ice_servers = None
+    if args.ice_server:
+        ice_servers = []
+        for spec in args.ice_server:
+            url, *cred = spec.split(",")
+            if len(cred) not in (0, 2):
+                raise ValueError(f"--ice-server {spec!r}: use URL or URL,USERNAME,CREDENTIAL")
+            ice_servers.append(IceServer(urls=[url], username=cred[0] if cred else None,
+                                         credential=cred[1] if cred else None))  # fmt: skip
     config = PeerConfig(
         server=server, swarm_id=swarm_id, identity=args.identity, ice_addresses=args.ice_address or None,
-        degree=args.degree, data=args.data, metrics_out=args.metrics_out, checkpoint_dir=args.checkpoint_dir,
+        ice_servers=ice_servers, degree=args.degree, data=args.data, metrics_out=args.metrics_out, checkpoint_dir=args.checkpoint_dir,
         checkpoint_interval_s=args.checkpoint_interval, max_steps=args.max_steps, duration_s=args.duration,
         eval_limit=args.eval_limit, seed=args.seed, progress=not args.quiet,
     )  # fmt: skip
@@ -123,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--identity", type=Path, help="key file (default: ~/.config/gossip-swarm/identity.key)")
     s.add_argument("--ice-address", action="append",
                    help="host candidate address to offer (repeatable); 127.0.0.1 for a loopback mesh")  # fmt: skip
+    s.add_argument("--ice-server", action="append", metavar="URL[,USER,CREDENTIAL]",
+                   help="STUN/TURN server replacing the swarm's list (repeatable), e.g. turn:host:3478,u,p")  # fmt: skip
     s.add_argument("--degree", type=int, help="target number of neighbors (default: the swarm's)")
     s.add_argument("--data", type=Path, help="train on a local .npz (x, y) instead of the published shard")
     s.add_argument("--metrics-out", type=Path, help="append metrics as JSON lines here")
