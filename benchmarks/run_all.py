@@ -1,0 +1,100 @@
+"""Run the whole benchmark suite and write benchmarks/results/SUMMARY.md (the table the README shows).
+
+``.venv/bin/python -m benchmarks.run_all`` runs every benchmark as its own process, in turn
+(each writes benchmarks/results/<name>.json), then summarizes. ``--only NAME`` reruns one;
+``--summarize`` only rebuilds the table from the JSON files already there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+SUITE = {
+    "transfer": ["-m", "benchmarks.transfer"],
+    "sync_rate": ["-m", "benchmarks.sync_rate"],
+    "signaling_load": ["-m", "benchmarks.signaling_load"],
+    "time_to_accuracy": ["-m", "benchmarks.time_to_accuracy"],
+    "mesh_scale": ["-m", "benchmarks.mesh_scale"],
+    "browser": ["-m", "benchmarks.browser_bench"],
+}
+
+
+def _load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _fmt(x: Any, spec: str = ".2f") -> str:
+    return "n/a" if x is None else format(x, spec)
+
+
+def summary() -> str:
+    rows: list[tuple[str, str, str, str]] = []
+    if t := _load("transfer"):
+        by_loop = {r["loop"]: r for r in t["results"]}
+        base = by_loop["asyncio"]["aiortc"]["aiortc"]["mb_s"]
+        best_loop = by_loop.get("uvloop", by_loop["asyncio"])
+        tuned = max(v["mb_s"] for v in best_loop["aiortc"].values())
+        ws = by_loop["asyncio"]["websocket"]["mb_s"]
+        rows += [("raw data channel, Python<->Python, tuned vs default aiortc", f"{_fmt(tuned, '.1f')} vs {_fmt(base, '.1f')} MB/s",
+                  f"{tuned / base:.2f}x", ">= 1.5x"),
+                 ("aiortc (default) vs aiohttp websocket, same bytes", f"{_fmt(base, '.1f')} vs {_fmt(ws, '.0f')} MB/s",
+                  f"{base / ws:.4f}x", "(reference)")]  # fmt: skip
+    if s := _load("sync_rate"):
+        r = s["ratio_vs_float32"]
+        rows.append(("weight-sync rate int8 vs float32 (params/s)",
+                     f"{s['params_per_second']['int8'] / 1e6:.2f}M vs {s['params_per_second']['float32'] / 1e6:.2f}M",
+                     f"{r['int8']:.2f}x (float16 {r['float16']:.2f}x)", ">= 3.5x"))  # fmt: skip
+    if g := _load("signaling_load"):
+        rows.append((f"signaling: {g['peers']} websocket peers / {g['swarms']} swarms, p99 join / relay",
+                     f"{g['join_to_welcome_ms']['p99']:.1f} / {g['relay_ms']['p99']:.1f} ms, RSS {g['server_rss_mb']['loaded']:.0f} MB",
+                     "", "< 50 ms"))  # fmt: skip
+    if a := _load("time_to_accuracy"):
+        v, r = a["variants"], a["ratios"]
+        secs = ", ".join(f"{k} {_fmt(x['seconds_to_target'], '.1f')} s" for k, x in v.items())
+        rows += [(f"time to {a['target']} test accuracy, {a['peers']} peers over WebRTC", secs,
+                  f"gossip/central {_fmt(r['gossip / central (time to target)'])}x", "<= 1.25x"),
+                 ("int8 vs float32 gossip", f"time {_fmt(r['int8 / float32 gossip (time to target)'])}x, "
+                  f"final acc {_fmt(r['int8 - float32 final accuracy (points)'], '+.2f')} points, bytes {_fmt(r['int8 / float32 bytes'])}x",
+                  "", "time <= 1.05x, acc within 0.5")]  # fmt: skip
+    if m := _load("mesh_scale"):
+        rows.append((f"real mesh of {m['peers']} Python peers to {m['target']}",
+                     f"{'reached' if m['reached'] else 'NOT reached'} in {_fmt(m['seconds_to_target_after_start'], '.0f')} s; "
+                     f"peak RSS max {m['peak_rss_mb']['max']:.0f} MB, mean {m['peak_rss_mb']['mean']:.0f} MB", "", "< 600 MB"))  # fmt: skip
+    if b := _load("browser"):
+        rows.append(("browser step time (best backend) vs Python peer", json.dumps(b.get("summary", b))[:160], "", "<= 2x"))
+    machine = next((d["machine"] for n in SUITE if (d := _load(n)) and "machine" in d), {})
+    lines = ["| measurement | figures | ratio | target |", "|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    lines += ["", f"Machine: {machine.get('platform', '?')}, {machine.get('cpu_count', machine.get('cpus', '?'))} CPUs, "
+              f"Python {machine.get('python', '?')}. Ratios are measured side by side in one run."]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=sorted(SUITE), action="append")
+    parser.add_argument("--summarize", action="store_true")
+    args = parser.parse_args()
+    if not args.summarize:
+        for name in args.only or SUITE:
+            module = ROOT / "benchmarks" / f"{SUITE[name][-1].split('.')[-1]}.py"
+            if not module.is_file():
+                print(f"skipping {name}: {module.name} is not here")
+                continue
+            print(f"== {name}", flush=True)
+            subprocess.run([sys.executable, *SUITE[name]], cwd=ROOT, check=True)
+    text = summary()
+    (RESULTS / "SUMMARY.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
