@@ -71,7 +71,7 @@ class Churn:
     def at(self, round_: int) -> np.ndarray:
         if self.trace:
             self.online = np.array([self.trace.get((round_, p), self.online[p]) for p in range(self.peers)])
-        elif self.cfg.offline_fraction > 0 and round_ % self.cfg.period_rounds == 0:
+        elif self.cfg.offline_fraction > 0 and (round_ - 1) % self.cfg.period_rounds == 0:
             off = self.rng.choice(self.peers, int(round(self.peers * self.cfg.offline_fraction)), replace=False)
             self.online = np.ones(self.peers, bool)
             self.online[off] = False

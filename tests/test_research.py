@@ -126,3 +126,19 @@ def test_a_small_webrtc_experiment_runs_end_to_end(tmp_path: Path) -> None:
     for method in ("gossip", "central"):
         run = summary["methods"][method]["runs"][0]
         assert run["bytes_sent"] > 0 and run["final_mean_acc"] > 0.5, (method, run)
+
+
+def test_churn_takes_peers_offline_and_frozen(tmp_path: Path) -> None:
+    from research import sim
+
+    trace = tmp_path / "trace.csv"
+    trace.write_text("round,peer,online\n1,0,0\n1,1,0\n")  # peers 0 and 1 leave at round 1 and stay away
+    cfg = _config(churn={"trace": str(trace)}, budget={"rounds": 4, "eval_every": 1})
+    result = sim.run(cfg, prepare(cfg, 0), "gossip", 0)
+    assert [r["online"] for r in result.rows] == [8, 6, 6, 6, 6]
+    for before, after in zip(result.initial_weights, result.final_weights, strict=True):  # type: ignore[arg-type]
+        np.testing.assert_array_equal(before[:2], after[:2])  # offline: no training, no exchanges
+        assert not np.array_equal(before[2:], after[2:])
+    drawn = sim.run(_config(churn={"offline_fraction": 0.25, "period_rounds": 2}, budget={"rounds": 4, "eval_every": 1}),
+                    prepare(cfg, 0), "central", 0)  # fmt: skip
+    assert [r["online"] for r in drawn.rows[1:]] == [6, 6, 6, 6]
