@@ -24,6 +24,16 @@ from benchmarks.transfer import machine
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def smaps_mb(pid: int) -> dict[str, float]:
+    """Proportional (shared pages split among their users) and private memory of a process."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        name, value, *_ = line.split()
+        fields[name.rstrip(":")] = int(value) / 1024
+    return {"pss": fields.get("Pss", float("nan")),
+            "private": fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)}  # fmt: skip
+
+
 def peak_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -51,6 +61,7 @@ async def run(peers: int, target: float, timeout: float) -> dict:
                     raise RuntimeError("a peer exited; see its log")
                 await asyncio.sleep(1.0)
             peaks = [peak_mb(p.proc.pid) for p in procs]
+            shares = [smaps_mb(p.proc.pid) for p in procs]
             rows = [p.latest or {} for p in procs]
         finally:
             for p in procs:
@@ -65,6 +76,9 @@ async def run(peers: int, target: float, timeout: float) -> dict:
         "neighbors": [r.get("neighbors") for r in rows],
         "exchanges_merged": [r.get("exchanges", {}).get("merged") for r in rows],
         "peak_rss_mb": {"max": max(peaks), "mean": sum(peaks) / len(peaks), "all": peaks},
+        # RSS counts TensorFlow's shared libraries in full in every process; PSS splits them
+        "pss_mb": {"max": max(s["pss"] for s in shares), "mean": sum(s["pss"] for s in shares) / len(shares)},
+        "private_mb": {"max": max(s["private"] for s in shares), "mean": sum(s["private"] for s in shares) / len(shares)},
     }  # fmt: skip
 
 

@@ -67,7 +67,8 @@ def summary() -> str:
     if m := _load("mesh_scale"):
         rows.append((f"real mesh of {m['peers']} Python peers to {m['target']}",
                      f"{'reached' if m['reached'] else 'NOT reached'} in {_fmt(m['seconds_to_target_after_start'], '.0f')} s; "
-                     f"peak RSS max {m['peak_rss_mb']['max']:.0f} MB, mean {m['peak_rss_mb']['mean']:.0f} MB", "", "< 600 MB"))  # fmt: skip
+                     f"peak RSS max {m['peak_rss_mb']['max']:.0f} MB; PSS mean {m.get('pss_mb', {}).get('mean', float('nan')):.0f} MB, "
+                     f"private mean {m.get('private_mb', {}).get('mean', float('nan')):.0f} MB", "", "< 600 MB"))  # fmt: skip
     if b := _load("browser"):
         rows.append(("browser step time (best backend) vs Python peer", json.dumps(b.get("summary", b))[:160], "", "<= 2x"))
     machine = next((d["machine"] for n in SUITE if (d := _load(n)) and "machine" in d), {})
