@@ -41,3 +41,51 @@ def consensus_distance(models: Sequence[Sequence[np.ndarray]]) -> float:
     """Mean L2 distance of the models' flattened weights to their plain average."""
     flat = np.stack([np.concatenate([np.ravel(t) for t in m]) for m in models]).astype(np.float64)
     return float(np.mean(np.linalg.norm(flat - flat.mean(axis=0), axis=1)))
+
+
+def clip(delta: Sequence[np.ndarray], tau: float) -> tuple[Weights, float]:
+    """Scale ``delta`` down to L2 norm ``tau`` if it is longer; return it and its original norm."""
+    norm = float(np.sqrt(sum(float(np.sum(np.square(d, dtype=np.float64))) for d in delta)))
+    scale = min(1.0, tau / norm) if norm > 0 else 1.0
+    return [(np.asarray(d, np.float64) * scale).astype(np.float32) for d in delta], norm
+
+
+class ClippedPairAverage:
+    """Self-centered clipping (ClippedGossip, He, Karimireddy and Jaggi, 2022) for one peer.
+
+    Each side moves towards the other by the weighted-average step, but the difference it moves
+    along is clipped to ``tau``: ``mine + w * clip(theirs - mine, tau)``, with the partner's
+    share ``w`` capped at 1/2 so a claimed sample weight cannot buy influence. ``tau`` adapts:
+    ``multiplier`` x the median of this peer's recent unclipped exchange distances (outliers
+    never enter the history, so a Byzantine minority cannot raise it), and before any history ``initial`` x the norm
+    of our own model; never below ``floor``. Honest neighbors, whose distances are typical,
+    are averaged exactly as ``pair_average`` would; a poisoned model moves us by at most ``tau/2``.
+    """
+
+    def __init__(self, multiplier: float = 2.0, history: int = 32, floor: float = 1e-3, initial: float = 0.05) -> None:
+        self.multiplier, self.floor, self.initial = multiplier, floor, initial
+        self.distances: list[float] = []
+        self.history = history
+        self.clipped = 0  # exchanges whose difference was cut
+        self.last_ratio = 1.0  # distance / tau of the last exchange (reputation signal)
+
+    def tau(self, mine: Sequence[np.ndarray]) -> float:
+        if not self.distances:  # no history yet: a small fraction of our own model's norm, never "trust all"
+            norm = float(np.sqrt(sum(float(np.sum(np.square(m, dtype=np.float64))) for m in mine)))
+            return max(self.floor, self.initial * norm)
+        return max(self.floor, self.multiplier * float(np.median(self.distances)))
+
+    def __call__(self, mine: Sequence[np.ndarray], my_weight: float, theirs: Sequence[np.ndarray],
+                 their_weight: float) -> tuple[Weights, float]:  # fmt: skip
+        if len(mine) != len(theirs) or any(a.shape != b.shape for a, b in zip(mine, theirs, strict=True)):
+            raise ValueError("models to average have different tensor layouts")
+        tau = self.tau(mine)
+        delta, distance = clip([np.asarray(t, np.float64) - m for m, t in zip(mine, theirs, strict=True)], tau)
+        self.last_ratio = distance / tau
+        if distance > tau:
+            self.clipped += 1  # an outlier does not enter the history, so it cannot raise tau
+        else:
+            self.distances = (self.distances + [distance])[-self.history :]
+        share = min(0.5, their_weight / (my_weight + their_weight)) if my_weight + their_weight > 0 else 0.5
+        merged = [(np.asarray(m, np.float64) + share * d).astype(np.float32) for m, d in zip(mine, delta, strict=True)]
+        return merged, (my_weight + min(their_weight, my_weight)) / 2.0

@@ -26,7 +26,7 @@ from protocols.manifest import Manifest
 from . import checkpoint
 from .config import PeerConfig, ws_url
 from .fetch import fetch_blob, fetch_manifest
-from .averaging import pair_average
+from .averaging import ClippedPairAverage, pair_average
 from .fedavg import FedAvgAggregator, adopt
 from .gossip import GossipEngine, Outcome
 from .ice import use_candidate_addresses
@@ -138,7 +138,11 @@ class PeerNode:
         if role == "aggregator":
             return FedAvgAggregator(trainer, expected=lambda: len(mesh.open_links()),
                                     round_timeout=manifest.gossip.exchange_timeout_s / 2)  # fmt: skip
-        return GossipEngine(trainer, average=adopt if role == "client" else pair_average)
+        if role == "client":
+            return GossipEngine(trainer, average=adopt)
+        if manifest.gossip.robust == "clip":
+            return GossipEngine(trainer, average=ClippedPairAverage(manifest.gossip.clip_multiplier))
+        return GossipEngine(trainer, average=pair_average)
 
     def _make_trainer(self, manifest: Manifest, initial: bytes, train: Any, test: Any) -> Any:
         from .trainer import Trainer  # TensorFlow is imported only once the swarm is known

@@ -78,6 +78,10 @@ class GossipConfig(_Strict):
     degree: int = Field(default=4, ge=1, le=64, description="target number of neighbors")
     max_degree: int = Field(default=8, ge=1, le=128, description="refuse connections beyond this")
     codec: Literal["float32", "float16", "int8"] = "float32"
+    robust: Literal["none", "clip"] = Field(
+        default="none", description="clip: self-centered clipping of every neighbor's difference (ClippedGossip)"
+    )
+    clip_multiplier: float = Field(default=2.0, gt=0, le=100, description="tau = this x median recent distance")
     exchange_timeout_s: float = Field(default=10.0, gt=0, le=600)
 
     @model_validator(mode="after")

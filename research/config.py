@@ -38,6 +38,8 @@ class SwarmConfig(_Section):
     degree: int = Field(4, ge=1)
     local_steps: int = Field(10, ge=1, description="local steps between exchanges (one round)")
     codec: Literal["float32", "float16", "int8"] = "float32"
+    robust: Literal["none", "clip"] = Field("none", description="clip: self-centered clipping (ClippedGossip)")
+    clip_multiplier: float = Field(2.0, gt=0)
 
 
 class BudgetConfig(_Section):
@@ -51,6 +53,15 @@ class ChurnConfig(_Section):
     offline_fraction: float = Field(0.0, ge=0, lt=1)
     period_rounds: int = Field(10, ge=1, description="rounds between redrawing who is offline")
     trace: Path | None = Field(None, description="CSV round,peer,online overriding offline_fraction")
+
+
+class AttackConfig(_Section):
+    """Byzantine peers (the first ``peers`` of the swarm) that send poisoned models in gossip."""
+
+    kind: Literal["none", "gaussian", "sign_flip", "scale"] = "none"
+    peers: int = Field(0, ge=0)
+    noise_std: float = Field(1.0, ge=0, description="gaussian: std of the noise added to each weight")
+    factor: float = Field(100.0, description="scale: weights multiplied by this")
 
 
 class NetworkConfig(_Section):
@@ -71,6 +82,7 @@ class ExperimentConfig(_Section):
     swarm: SwarmConfig = Field(default_factory=SwarmConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     churn: ChurnConfig = Field(default_factory=ChurnConfig)
+    attack: AttackConfig = Field(default_factory=AttackConfig)
     network: NetworkConfig = Field(default_factory=NetworkConfig)
 
 

@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from peer.averaging import consensus_distance, pair_average, weighted_average
+from peer.averaging import ClippedPairAverage, consensus_distance, pair_average, weighted_average
 from protocols.codecs import CodecId, codec_for
 from protocols.frame import FIXED_HEADER_SIZE
 
 from . import topology
-from .config import ExperimentConfig, Method
+from .config import AttackConfig, ExperimentConfig, Method
 from .data import ExperimentData
 from .stacked import DenseLayer, StackedMLP
 
@@ -56,6 +56,14 @@ def _initial(layers: list[DenseLayer], seed: int, inputs: int = 784) -> list[np.
         out += [rng.uniform(-limit, limit, (fan_in, layer.units)).astype(np.float32), np.zeros(layer.units, np.float32)]
         fan_in = layer.units
     return out
+
+
+def _poison(weights: list[np.ndarray], attack: AttackConfig, rng: np.random.Generator) -> list[np.ndarray]:
+    if attack.kind == "gaussian":
+        return [(w + rng.normal(0, attack.noise_std, w.shape)).astype(np.float32) for w in weights]
+    if attack.kind == "sign_flip":
+        return [-w for w in weights]
+    return [(w * attack.factor).astype(np.float32) for w in weights]
 
 
 class Churn:
@@ -97,6 +105,12 @@ def run(config: ExperimentConfig, data: ExperimentData, method: Method, seed: in
     frame = frame_bytes(shapes, config.swarm.codec)
     codec = codec_for(CodecId[config.swarm.codec.upper()])
     net = config.network
+    attackers = set(range(min(config.attack.peers, peers))) if config.attack.kind != "none" else set()
+    honest = np.array([p not in attackers for p in range(peers)])
+    averagers: list[Callable[..., tuple[list[np.ndarray], float]]] = [
+        ClippedPairAverage(config.swarm.clip_multiplier) if config.swarm.robust == "clip" else pair_average
+        for _ in range(peers)
+    ]
     result = RunResult(method, seed, initial_weights=model.get(), sample_counts=sizes.copy())
     clock, sent = 0.0, 0
 
@@ -108,7 +122,7 @@ def run(config: ExperimentConfig, data: ExperimentData, method: Method, seed: in
             "method": method, "seed": seed, "round": round_, "time_s": round(clock, 6), "bytes_sent": sent,
             "mean_acc": float(acc.mean()), "min_acc": float(acc.min()), "max_acc": float(acc.max()),
             "consensus_distance": consensus_distance(per_peer) if peers > 1 else 0.0,
-            "online": int(churn.online.sum()),
+            "online": int(churn.online.sum()), "honest_mean_acc": float(acc[honest].mean()),
         })  # fmt: skip
         result.peer_rows += [{"method": method, "seed": seed, "round": round_, "peer": p, "acc": float(a)}
                              for p, a in enumerate(acc)]  # fmt: skip
@@ -126,14 +140,24 @@ def run(config: ExperimentConfig, data: ExperimentData, method: Method, seed: in
         if method == "gossip" and peers > 1:
             weights = model.get()
             pairs = topology.random_matching(graph, online, rng)
+
+            def on_wire(p: int) -> list[np.ndarray]:
+                """What peer p puts on the wire: its model through the codec, or poison."""
+                own = [w[p] for w in weights]
+                if p in attackers:
+                    return _poison(own, config.attack, rng)
+                return codec.decode(codec.encode(own), shapes)
+
             for i, j in pairs:
-                wi = codec.decode(codec.encode([w[i] for w in weights]), shapes)  # what j receives
-                wj = codec.decode(codec.encode([w[j] for w in weights]), shapes)
-                merged, n = pair_average(wi, gossip_weight[i], wj, gossip_weight[j])
-                for w, m in zip(weights, merged, strict=True):
-                    w[i] = m
-                    w[j] = m
-                gossip_weight[i] = gossip_weight[j] = n
+                from_i, from_j = on_wire(i), on_wire(j)
+                updates = {}
+                for me, other, received in ((i, j, from_j), (j, i, from_i)):
+                    if me not in attackers:
+                        updates[me] = averagers[me]([w[me] for w in weights], gossip_weight[me], received, gossip_weight[other])
+                for me, (merged, n) in updates.items():
+                    for w, m in zip(weights, merged, strict=True):
+                        w[me] = m
+                    gossip_weight[me] = n
             model.set(weights)
             sent += 2 * frame * len(pairs)
             clock += 2 * net.latency_ms / 1000 + transfer if pairs else 0.0
