@@ -1,0 +1,86 @@
+"""One real WebRTC run: a member with a valid key sends signed, well-formed but poisoned models.
+
+The swarm sets ``gossip.robust = "clip"``; every poisoned frame verifies (it is signed by a
+member), so only clipping stands between it and the honest peers' models.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from apps.procs import PeerProcess, spawn_peer
+from apps.publish import default_publication, upload
+from peer.fetch import fetch_manifest
+from peer.ice import use_candidate_addresses
+from peer.link import PeerLink
+from peer.mesh import Mesh, MeshConfig
+from protocols.frame import FrameKind, build_frame
+from protocols.manifest import GossipConfig
+
+
+@pytest.mark.parametrize("robust", ["clip", "none"])
+async def test_a_poisoning_member_is_contained_by_clipping_only(robust: str, server: str, publisher_key: Any, tmp_path: Path) -> None:
+    pub = await asyncio.to_thread(default_publication, publisher_key, swarm_id="b12a" * 8, gossip=GossipConfig(robust=robust))
+    join = (await upload(server, pub))["join_url"]
+    procs: list[PeerProcess] = [spawn_peer(join, tmp_path, f"peer{i}", "--eval-limit", "500", "--seed", str(i)) for i in range(2)]
+    rogue: Mesh | None = None
+    try:
+        async with asyncio.timeout(120):  # the honest peers first learn together
+            while not all((r := p.latest) is not None and r["neighbors"] >= 1 and r["test_acc"] >= 0.85 for p in procs):
+                await asyncio.sleep(0.5)
+        async with aiohttp.ClientSession() as http:
+            signed, manifest = await fetch_manifest(http, server, pub.manifest.swarm_id)
+        shapes = [tuple(w.shape) for w in manifest.model.weights]
+        key = Ed25519PrivateKey.generate()
+
+        async def ignore(link: PeerLink, data: bytes) -> None:
+            return None
+
+        use_candidate_addresses(["127.0.0.1"])
+        rogue = Mesh(key, server.replace("http", "ws", 1) + "/ws", pub.manifest.swarm_id, MeshConfig(degree=2, max_degree=2),
+                     max_frame_size=1 << 21, on_frame=ignore)  # fmt: skip
+        await asyncio.wait_for(rogue.start(), 30)
+        rogue.accept_links()
+        async with asyncio.timeout(60):
+            while len(rogue.open_links()) < 2:
+                await asyncio.sleep(0.2)
+        rng = np.random.default_rng(0)
+        sent = 0
+        before = [len(p.rows) for p in procs]
+        for seq in range(1, 21):  # a stream of poisoned exchange requests
+            for link in rogue.open_links():
+                poison = [rng.normal(0, 1.0, s).astype(np.float32) * 10 for s in shapes]
+                frame = build_frame(key, kind=FrameKind.EXCHANGE_REQUEST, swarm_id=bytes.fromhex(pub.manifest.swarm_id),
+                                    model_id=bytes.fromhex(signed.model_id), receiver=link.remote_key, session=1,
+                                    seq=seq, exchange_id=seq, sample_weight=1e9, step=0, tensors=poison).encode()  # fmt: skip
+                await link.send(lambda f=frame: f)
+                sent += 1
+            await asyncio.sleep(0.1)
+        async with asyncio.timeout(90):  # every poisoned frame verifies (a member signed it) and is merged
+            while not all((r := p.latest) is not None and r["accepted_from"].get(rogue.peer_id, 0) >= 20 for p in procs):
+                await asyncio.sleep(0.3)
+            await asyncio.sleep(1.0)  # one more evaluation after the last merge
+        for p in procs:
+            p.poll_metrics()
+        during = [p.rows[b:] for p, b in zip(procs, before, strict=True)]
+        worst = min(r["test_acc"] for rows in during for r in rows)
+        print(f"worst honest accuracy while poisoned ({robust}): {worst:.3f} over {sum(map(len, during))} evaluations")
+        if robust == "clip":
+            assert worst >= 0.75, worst  # honest peers keep their accuracy while poisoned
+        else:
+            assert worst < 0.5, worst  # without clipping one poisoned merge wrecks a peer
+        assert sent == 40
+    finally:
+        if rogue is not None:
+            await rogue.close()
+        use_candidate_addresses(None)
+        for p in procs:
+            p.terminate()
+        await asyncio.gather(*(p.wait(60) for p in procs))
