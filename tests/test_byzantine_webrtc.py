@@ -21,7 +21,7 @@ from peer.fetch import fetch_manifest
 from peer.ice import use_candidate_addresses
 from peer.link import PeerLink
 from peer.mesh import Mesh, MeshConfig
-from protocols.frame import FrameKind, build_frame
+from protocols.frame import FrameKind, build_frame, parse_header
 from protocols.manifest import GossipConfig
 
 
@@ -40,33 +40,34 @@ async def test_a_poisoning_member_is_contained_by_clipping_only(robust: str, ser
         shapes = [tuple(w.shape) for w in manifest.model.weights]
         key = Ed25519PrivateKey.generate()
 
-        async def ignore(link: PeerLink, data: bytes) -> None:
-            return None
+        merged: dict[str, int] = {}  # responses = requests the honest peer merged (declines say busy)
+
+        async def count_responses(link: PeerLink, data: bytes) -> None:
+            if parse_header(data)[0].kind == FrameKind.EXCHANGE_RESPONSE:
+                merged[link.peer_id] = merged.get(link.peer_id, 0) + 1
 
         use_candidate_addresses(["127.0.0.1"])
         rogue = Mesh(key, server.replace("http", "ws", 1) + "/ws", pub.manifest.swarm_id, MeshConfig(degree=2, max_degree=2),
-                     max_frame_size=1 << 21, on_frame=ignore)  # fmt: skip
+                     max_frame_size=1 << 21, on_frame=count_responses)  # fmt: skip
         await asyncio.wait_for(rogue.start(), 30)
         rogue.accept_links()
         async with asyncio.timeout(60):
             while len(rogue.open_links()) < 2:
                 await asyncio.sleep(0.2)
         rng = np.random.default_rng(0)
-        sent = 0
         before = [len(p.rows) for p in procs]
-        for seq in range(1, 21):  # a stream of poisoned exchange requests
-            for link in rogue.open_links():
-                poison = [rng.normal(0, 1.0, s).astype(np.float32) * 10 for s in shapes]
-                frame = build_frame(key, kind=FrameKind.EXCHANGE_REQUEST, swarm_id=bytes.fromhex(pub.manifest.swarm_id),
-                                    model_id=bytes.fromhex(signed.model_id), receiver=link.remote_key, session=1,
-                                    seq=seq, exchange_id=seq, sample_weight=1e9, step=0, tensors=poison).encode()  # fmt: skip
-                await link.send(lambda f=frame: f)
-                sent += 1
-            await asyncio.sleep(0.1)
-        async with asyncio.timeout(90):  # every poisoned frame verifies (a member signed it) and is merged
-            while not all((r := p.latest) is not None and r["accepted_from"].get(rogue.peer_id, 0) >= 20 for p in procs):
-                await asyncio.sleep(0.3)
-            await asyncio.sleep(1.0)  # one more evaluation after the last merge
+        seq = 0
+        async with asyncio.timeout(120):  # poison until each honest peer merged it 5 times
+            while len(merged) < 2 or min(merged.values()) < 5:
+                for link in rogue.open_links():
+                    seq += 1
+                    poison = [rng.normal(0, 1.0, s).astype(np.float32) * 10 for s in shapes]
+                    frame = build_frame(key, kind=FrameKind.EXCHANGE_REQUEST, swarm_id=bytes.fromhex(pub.manifest.swarm_id),
+                                        model_id=bytes.fromhex(signed.model_id), receiver=link.remote_key, session=1,
+                                        seq=seq, exchange_id=seq, sample_weight=1e9, step=0, tensors=poison).encode()  # fmt: skip
+                    await link.send(lambda f=frame: f)
+                await asyncio.sleep(0.2)
+        await asyncio.sleep(1.0)  # one more evaluation after the last merge
         for p in procs:
             p.poll_metrics()
         during = [p.rows[b:] for p, b in zip(procs, before, strict=True)]
@@ -76,7 +77,7 @@ async def test_a_poisoning_member_is_contained_by_clipping_only(robust: str, ser
             assert worst >= 0.75, worst  # honest peers keep their accuracy while poisoned
         else:
             assert worst < 0.5, worst  # without clipping one poisoned merge wrecks a peer
-        assert sent == 40
+        assert all(r["accepted_from"].get(rogue.peer_id, 0) >= 5 for r in (p.rows[-1] for p in procs))
     finally:
         if rogue is not None:
             await rogue.close()
