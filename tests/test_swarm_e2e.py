@@ -133,9 +133,17 @@ async def test_three_peers_train_together_and_reject_a_rogue(peers: tuple[str, l
     # exchange found its neighbor close, relative to how far apart training had pushed them
     spread = max(r["neighbor_distance"] or 0 for p in procs for r in p.rows if r["step"] < MAX_STEPS)
     assert spread > 0
-    async with asyncio.timeout(120):
-        while not all((r := p.latest) is not None and (r["neighbor_distance"] or spread) < 0.02 * spread for p in procs):
-            await asyncio.sleep(0.5)
+    def converged(p: PeerProcess) -> bool:
+        # any exchange after training stopped that found the neighbor close counts: a peer whose
+        # later tries are declined (its neighbors were busy with each other) keeps its last value
+        p.poll_metrics()
+        return any(r["step"] >= MAX_STEPS and r["neighbor_distance"] is not None
+                   and r["neighbor_distance"] < 0.02 * spread for r in p.rows)  # fmt: skip
+
+    deadline = time.monotonic() + 180
+    while not all(converged(p) for p in procs):
+        assert time.monotonic() < deadline, [(p.latest or {}).get("exchanges") for p in procs]
+        await asyncio.sleep(0.5)
     for p in procs:
         p.terminate()
     codes = await asyncio.gather(*(p.wait(60) for p in procs))

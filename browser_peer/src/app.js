@@ -1,0 +1,157 @@
+// The page: starts a BrowserPeer for the swarm in the URL (/s/<swarm id>) and renders its
+// snapshot twice a second. window.swarmPeer is the peer itself (tests read its snapshot).
+/* global Chart */
+import { parseCsv } from "./dataset.js";
+import { BrowserPeer } from "./peer.js";
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+const swarmId = (location.pathname.match(/\/s\/([0-9a-f]{32})/) || [])[1] || params.get("swarm");
+
+const fmtBytes = (n) => (n > 1e6 ? `${(n / 1e6).toFixed(1)} MB` : n > 1e3 ? `${(n / 1e3).toFixed(1)} kB` : `${n} B`);
+
+function lineChart(canvas, label, color, yMax) {
+  return new Chart(canvas, {
+    type: "line",
+    data: { datasets: [{ label, data: [], borderColor: color, pointRadius: 0, borderWidth: 2 }] },
+    options: {
+      animation: false, parsing: false, responsive: true,
+      scales: { x: { type: "linear", title: { display: true, text: "seconds" } }, y: { min: 0, max: yMax } },
+      plugins: { legend: { display: false } },
+    },
+  });
+}
+
+function drawMesh(canvas, snap) {
+  const ctx = canvas.getContext("2d");
+  const { width: w, height: h } = canvas;
+  ctx.clearRect(0, 0, w, h);
+  const others = snap.known;
+  const linked = new Map(snap.neighbors.map((n) => [n.peerId, n.state]));
+  const cx = w / 2, cy = h / 2, r = Math.min(w, h) / 2 - 24;
+  const pos = others.map((p, i) => {
+    const a = (2 * Math.PI * i) / Math.max(1, others.length) - Math.PI / 2;
+    return [cx + r * Math.cos(a), cy + r * Math.sin(a)];
+  });
+  others.forEach((p, i) => {
+    const state = linked.get(p.peerId);
+    if (!state) return;
+    ctx.strokeStyle = state === "open" ? "#2fbf71" : "#f5a524";
+    ctx.lineWidth = 2;
+    ctx.beginPath(); ctx.moveTo(cx, cy); ctx.lineTo(...pos[i]); ctx.stroke();
+  });
+  const node = (x, y, color, text) => {
+    ctx.fillStyle = color; ctx.beginPath(); ctx.arc(x, y, 9, 0, 2 * Math.PI); ctx.fill();
+    ctx.fillStyle = "#1d2330"; ctx.font = "10px system-ui"; ctx.textAlign = "center"; ctx.fillText(text, x, y + 21);
+  };
+  others.forEach((p, i) => node(...pos[i], p.client === "browser" ? "#8b5cf6" : "#3b82f6", `${p.peerId.slice(0, 6)} ${p.client === "browser" ? "🌐" : "🐍"}`));
+  node(cx, cy, "#e5484d", "me");
+}
+
+function setupDrawing(peer) {
+  const canvas = $("draw");
+  const ctx = canvas.getContext("2d");
+  const clear = () => { ctx.fillStyle = "#000"; ctx.fillRect(0, 0, canvas.width, canvas.height); $("probs").innerHTML = ""; $("prediction").textContent = "Draw a digit."; };
+  clear();
+  let drawing = false;
+  const at = (e) => { const b = canvas.getBoundingClientRect(); return [e.clientX - b.left, e.clientY - b.top]; };
+  canvas.addEventListener("pointerdown", (e) => { drawing = true; ctx.beginPath(); ctx.moveTo(...at(e)); });
+  canvas.addEventListener("pointermove", (e) => {
+    if (!drawing) return;
+    ctx.strokeStyle = "#fff"; ctx.lineWidth = 16; ctx.lineCap = "round"; ctx.lineTo(...at(e)); ctx.stroke();
+  });
+  const finish = () => { if (drawing) { drawing = false; predict(); } };
+  canvas.addEventListener("pointerup", finish);
+  canvas.addEventListener("pointerleave", finish);
+  $("clear").onclick = clear;
+
+  function predict() {
+    if (!peer.trainer || peer.trainer.inputSize !== 784) {
+      $("prediction").textContent = "Drawing works for 28x28 digit models.";
+      return;
+    }
+    // MNIST digits sit in a 20x20 box inside 28x28: scale the drawing the same way
+    const small = document.createElement("canvas");
+    small.width = small.height = 28;
+    const s = small.getContext("2d");
+    s.fillStyle = "#000"; s.fillRect(0, 0, 28, 28);
+    s.drawImage(canvas, 4, 4, 20, 20);
+    const pixels = s.getImageData(0, 0, 28, 28).data;
+    const example = new Float32Array(784);
+    for (let i = 0; i < 784; i++) example[i] = pixels[4 * i] / 255;
+    const probs = peer.trainer.predict(example);
+    const best = probs.indexOf(Math.max(...probs));
+    $("prediction").textContent = `Prediction: ${best} (${(100 * probs[best]).toFixed(1)}%)`;
+    $("probs").innerHTML = [...probs].map((p, d) =>
+      `<div class="bar"><b>${d}</b><span class="fill" style="width:${Math.round(150 * p)}px"></span>${(100 * p).toFixed(1)}%</div>`).join("");
+  }
+}
+
+function render(peer, charts) {
+  const snap = peer.snapshot();
+  $("status").textContent = snap.error ? `error: ${snap.error}` : snap.status + (snap.status === "training" && !snap.running ? " (paused)" : "");
+  $("status-dot").className = `dot ${snap.error ? "err" : snap.status === "training" && snap.signaling ? "ok" : "wait"}`;
+  $("peer-id").textContent = snap.peerId || "–";
+  $("signaling").textContent = snap.signaling ? "connected" : "disconnected (the mesh keeps training)";
+  $("backend").textContent = snap.backend || "–";
+  $("step-ms").textContent = snap.stepMs === null ? "–" : `${snap.stepMs.toFixed(1)} ms`;
+  $("steps").textContent = snap.step;
+  $("shard").textContent = snap.shard ?? "–";
+  $("exchanges").textContent = snap.exchangesDone;
+  $("bytes-sent").textContent = fmtBytes(snap.bytesSent);
+  $("bytes-received").textContent = fmtBytes(snap.bytesReceived);
+  $("accepted").textContent = Object.values(snap.acceptedFrom).reduce((a, b) => a + b, 0);
+  const rejected = Object.entries(snap.rejected);
+  $("rejected-total").textContent = rejected.reduce((s, [, n]) => s + n, 0);
+  $("rejected").tBodies[0].innerHTML = rejected.map(([r, n]) => `<tr><td>${r}</td><td>${n}</td></tr>`).join("");
+  $("neighbors").innerHTML = snap.neighbors.map((n) =>
+    `<li>${n.peerId.slice(0, 12)} (${n.client}) ${n.state}, ${snap.acceptedFrom[n.peerId] || 0} updates accepted</li>`).join("");
+  $("log").innerHTML = snap.events.slice().reverse().map((e) => `<li>${e}</li>`).join("");
+  $("toggle").textContent = snap.running ? "Pause training" : "Start training";
+  drawMesh($("mesh"), snap);
+  charts.acc.data.datasets[0].data = snap.history.map((r) => ({ x: r.t, y: r.testAcc }));
+  charts.loss.data.datasets[0].data = snap.history.filter((r) => Number.isFinite(r.loss)).map((r) => ({ x: r.t, y: r.loss }));
+  charts.acc.update();
+  charts.loss.update();
+}
+
+async function main() {
+  if (!swarmId) {
+    $("status").textContent = "no swarm id in the link: open /s/<swarm id>";
+    return;
+  }
+  const seed = params.has("seed") ? Number(params.get("seed")) : undefined;
+  const peer = new BrowserPeer({ server: location.origin, swarmId, backend: params.get("backend"), seed,
+                                 ephemeralKey: params.get("key") === "ephemeral" });
+  window.swarmPeer = peer;
+  const charts = { acc: lineChart($("acc-chart"), "test accuracy", "#2fbf71", 1), loss: lineChart($("loss-chart"), "training loss", "#3b82f6") };
+  $("backend-select").value = params.get("backend") || "";
+  $("backend-select").onchange = (e) => { params.set("backend", e.target.value); if (!e.target.value) params.delete("backend"); location.search = params; };
+  $("toggle").onclick = () => (peer.running ? peer.pause() : peer.resume());
+  $("evaluate").onclick = async () => {
+    $("eval-result").textContent = "evaluating…";
+    const r = await peer.evaluate(null);
+    $("eval-result").textContent = `test accuracy ${(100 * r.accuracy).toFixed(2)}% on ${peer.trainer.test.n} examples (loss ${r.loss.toFixed(3)})`;
+  };
+  $("csv").onchange = async (e) => {
+    const file = e.target.files[0];
+    if (!file || !peer.trainer) return;
+    try {
+      const data = parseCsv(await file.text(), { inputSize: peer.trainer.inputSize, numClasses: peer.trainer.numClasses });
+      await peer.trainer.lock.run(() => peer.trainer.setTrainingData(data));
+      peer.log(`training on ${data.n} examples from ${file.name} (they never leave this device)`);
+    } catch (err) {
+      peer.log(`cannot use ${file.name}: ${err.message}`);
+    }
+  };
+  setupDrawing(peer);
+  setInterval(() => render(peer, charts), 500);
+  render(peer, charts);
+  await peer.start();
+  $("toggle").disabled = false;
+  $("evaluate").disabled = false;
+  const name = peer.manifest ? peer.manifest.name : "";
+  $("swarm-name").textContent = name ? `— ${name}` : "";
+}
+
+main().catch((err) => console.error(err));

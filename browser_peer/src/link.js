@@ -1,0 +1,110 @@
+// One neighbor: an RTCPeerConnection with one reliable, ordered data channel (mirrors peer/link.py).
+// Frames travel as <= 256 KiB chunks; the sender waits for `bufferedamountlow` whenever more
+// than HIGH_WATER bytes are queued, because Chromium throws past 16 MiB buffered.
+import { hexToBytes } from "./protocol/bytes.js";
+import { MAX_MESSAGE_SIZE, Reassembler, splitFrame } from "./protocol/chunking.js";
+
+export const HIGH_WATER = 4 * 1024 * 1024;
+export const LOW_WATER = 1 * 1024 * 1024;
+const SEND_TIMEOUT_MS = 30000;
+
+export const LinkState = Object.freeze({ CONNECTING: "connecting", OPEN: "open", CLOSED: "closed" });
+
+export class PeerLink {
+  constructor(info, pc, { maxFrameSize, onFrame, onClosed, onChunkError }) {
+    this.info = info;
+    this.peerId = info.peer_id;
+    this.remoteKey = hexToBytes(info.public_key);
+    this.pc = pc;
+    this.state = LinkState.CONNECTING;
+    this.channel = null;
+    this.reassembler = new Reassembler(maxFrameSize);
+    this.bytesSent = 0;
+    this.bytesReceived = 0;
+    this.pendingCandidates = [];
+    this._transferId = 0;
+    this._sendChain = Promise.resolve();
+    this._lowWaiters = [];
+    this._onFrame = onFrame;
+    this._onClosed = onClosed;
+    this._onChunkError = onChunkError;
+    pc.addEventListener("connectionstatechange", () => {
+      if (pc.connectionState === "failed" || pc.connectionState === "closed") this.close();
+    });
+  }
+
+  attach(channel) {
+    this.channel = channel;
+    channel.binaryType = "arraybuffer";
+    channel.bufferedAmountLowThreshold = LOW_WATER;
+    channel.addEventListener("bufferedamountlow", () => this._wakeSenders());
+    channel.addEventListener("message", (e) => this._onMessage(e.data));
+    channel.addEventListener("close", () => this.close());
+    if (channel.readyState === "open") this._setOpen();
+    else channel.addEventListener("open", () => this._setOpen());
+  }
+
+  _setOpen() {
+    if (this.state === LinkState.CONNECTING) this.state = LinkState.OPEN;
+  }
+
+  _wakeSenders() {
+    const waiters = this._lowWaiters;
+    this._lowWaiters = [];
+    waiters.forEach((w) => w());
+  }
+
+  _onMessage(data) {
+    if (typeof data === "string") {
+      this._onChunkError(this, "malformed");
+      return;
+    }
+    const message = new Uint8Array(data);
+    this.bytesReceived += message.length;
+    let frame;
+    try {
+      frame = this.reassembler.feed(message);
+    } catch (err) {
+      this._onChunkError(this, err.reason || "malformed");
+      return;
+    }
+    if (frame) {
+      Promise.resolve(this._onFrame(this, frame)).catch((err) => console.warn("frame handler failed", err));
+    }
+  }
+
+  /** Build a frame (async) under the link's send lock and send it in chunks with backpressure. */
+  send(build) {
+    const run = this._sendChain.then(() => this._send(build));
+    this._sendChain = run.catch(() => {});
+    return run;
+  }
+
+  async _send(build) {
+    if (this.state !== LinkState.OPEN || !this.channel) throw new Error(`link to ${this.peerId.slice(0, 8)} is ${this.state}`);
+    const data = await build();
+    this._transferId = (this._transferId + 1) >>> 0;
+    const size = Math.min(MAX_MESSAGE_SIZE, this.pc.sctp?.maxMessageSize || MAX_MESSAGE_SIZE);
+    const deadline = performance.now() + SEND_TIMEOUT_MS;
+    for (const chunk of splitFrame(data, this._transferId, size)) {
+      while (this.channel.bufferedAmount > HIGH_WATER && this.state === LinkState.OPEN) {
+        if (performance.now() > deadline) throw new Error("send timed out: the neighbor does not drain");
+        await new Promise((resolve) => {
+          this._lowWaiters.push(resolve);
+          setTimeout(resolve, 1000); // re-check even if the event never fires
+        });
+      }
+      if (this.state !== LinkState.OPEN) throw new Error(`link to ${this.peerId.slice(0, 8)} closed while sending`);
+      this.channel.send(chunk);
+      this.bytesSent += chunk.length;
+    }
+  }
+
+  close() {
+    if (this.state === LinkState.CLOSED) return;
+    this.state = LinkState.CLOSED;
+    this._wakeSenders();
+    try { this.pc.close(); } catch { /* already closed */ }
+    this._onClosed(this);
+  }
+}

@@ -1,0 +1,36 @@
+// Fetch what a publisher published and verify it before use (mirrors peer/fetch.py).
+import { bytesToHex, hexToBytes, sha256, utf8 } from "./protocol/bytes.js";
+import { manifestMessage, verify } from "./protocol/crypto.js";
+
+const MAX_MANIFEST_BYTES = 1024 * 1024;
+
+export class ManifestError extends Error {}
+
+/** @returns {Promise<{manifest: object, modelId: string, text: string}>} */
+export async function fetchManifest(server, swarmId) {
+  const resp = await fetch(`${server}/api/swarms/${swarmId}`);
+  if (resp.status === 404) throw new ManifestError(`this server has no swarm ${swarmId}; check the join link`);
+  if (!resp.ok) throw new ManifestError(`server answered ${resp.status} for the swarm manifest`);
+  const envelope = await resp.json();
+  const text = envelope.manifest;
+  if (typeof text !== "string" || text.length > MAX_MANIFEST_BYTES || typeof envelope.signature !== "string") {
+    throw new ManifestError("the signed manifest is malformed");
+  }
+  const manifest = JSON.parse(text);
+  const bytes = utf8(text);
+  const ok = await verify(hexToBytes(manifest.publisher_key), hexToBytes(envelope.signature), await manifestMessage(bytes));
+  if (!ok) throw new ManifestError("manifest signature does not verify against its publisher_key; refusing it");
+  if (manifest.swarm_id !== swarmId) throw new ManifestError(`server returned swarm ${manifest.swarm_id}, not ${swarmId}`);
+  return { manifest, modelId: bytesToHex(await sha256(bytes)), text };
+}
+
+/** Download a content-addressed blob and check its size and SHA-256. */
+export async function fetchBlob(server, ref) {
+  const resp = await fetch(`${server}/content/${ref.digest}`);
+  if (!resp.ok) throw new ManifestError(`blob ${ref.digest.slice(0, 12)} missing on the server (${resp.status})`);
+  const data = new Uint8Array(await resp.arrayBuffer());
+  if (data.length !== ref.size || bytesToHex(await sha256(data)) !== ref.digest) {
+    throw new ManifestError(`blob ${ref.digest.slice(0, 12)} does not match its digest; refusing it`);
+  }
+  return data;
+}

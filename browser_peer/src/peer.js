@@ -1,0 +1,208 @@
+// A browser peer, composed like peer/node.py: fetch the swarm, join the mesh, train, gossip.
+// The dashboard only reads `snapshot()`; tests read the same object through window.swarmPeer.
+import { ClippedPairAverage, pairAverage } from "./averaging.js";
+import { decodeShard } from "./dataset.js";
+import { GossipEngine, Lock, Outcome } from "./gossip.js";
+import { fetchBlob, fetchManifest } from "./manifest.js";
+import { Mesh } from "./mesh.js";
+import { hexToBytes } from "./protocol/bytes.js";
+import { CODEC, encodedSize } from "./protocol/codecs.js";
+import { generateIdentity, loadOrCreateIdentity } from "./protocol/crypto.js";
+import { FIXED_HEADER_SIZE } from "./protocol/frame.js";
+import { MeshTransport } from "./transport.js";
+import { Trainer, preferredBackend, useBackend } from "./trainer.js";
+import { FrameVerifier } from "./verifier.js";
+
+const TRAIN_CHUNK = 10; // steps per lock hold: a responder waits at most this long to merge
+const EVAL_LIMIT = 2000;
+const MAX_HISTORY = 5000;
+
+/** Yield to the event loop without timers: hidden tabs throttle setTimeout to 1/s or less. */
+const channel = new MessageChannel();
+const waiting = [];
+channel.port1.onmessage = () => waiting.shift()?.();
+const yieldNow = () => new Promise((resolve) => { waiting.push(resolve); channel.port2.postMessage(null); });
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function equalBytes(a, b) {
+  return a.length === b.length && a.every((v, i) => v === b[i]);
+}
+
+export function maxFrameSize(manifest) {
+  const shapes = manifest.model.weights.map((w) => w.shape);
+  const layout = shapes.reduce((sum, s) => sum + 1 + 4 * s.length, 0);
+  return FIXED_HEADER_SIZE + layout + 96 + encodedSize(CODEC.FLOAT32, shapes);
+}
+
+export class BrowserPeer {
+  constructor({ server, swarmId, backend = null, seed = Math.floor(Math.random() * 2 ** 31), ephemeralKey = false }) {
+    Object.assign(this, { server, swarmId, backendOverride: backend, seed, ephemeralKey });
+    this.status = "starting";
+    this.error = null;
+    this.running = true;
+    this.history = []; // {t, step, loss, testLoss, testAcc}
+    this.metrics = { framesSent: 0, framesAccepted: 0, rejected: {}, acceptedFrom: {} };
+    this.exchangesDone = 0;
+    this.startedAt = performance.now();
+    this.events = [];
+  }
+
+  log(text) {
+    this.events = [...this.events.slice(-49), `${new Date().toLocaleTimeString()} ${text}`];
+  }
+
+  async start() {
+    try {
+      await this._start();
+    } catch (err) {
+      this.status = "error";
+      this.error = String(err && err.message ? err.message : err);
+      this.log(this.error);
+      throw err;
+    }
+  }
+
+  async _start() {
+    this.status = "loading the swarm";
+    const { manifest, modelId } = await fetchManifest(this.server, this.swarmId);
+    this.manifest = manifest;
+    this.modelId = modelId;
+    const initial = await fetchBlob(this.server, manifest.model.initial_weights);
+    this.backend = await useBackend(this.backendOverride || preferredBackend(manifest.model.topology));
+    this.log(`model ${modelId.slice(0, 12)}…, backend ${this.backend}`);
+
+    this.identity = this.ephemeralKey ? await generateIdentity() : await loadOrCreateIdentity();
+    const welcome = await this._join(manifest);
+    this.status = "loading data";
+    const ds = manifest.dataset;
+    if (!ds && !this.ownData) throw new Error("this swarm publishes no dataset: choose a CSV file of your own");
+    const test = decodeShard(await fetchBlob(this.server, ds.test));
+    const train = this.ownData || decodeShard(await fetchBlob(this.server, ds.train_shards[welcome.shard % ds.train_shards.length]));
+    this.shard = welcome.shard;
+    this.trainer = await Trainer.create(manifest, initial, train, test, this.seed);
+    this.trainer.lock = new Lock();
+    const model = {
+      lock: this.trainer.lock,
+      current: () => this.trainer.current(),
+      assign: (w, n) => this.trainer.assign(w, n),
+    };
+    const clip = manifest.gossip.robust === "clip" ? new ClippedPairAverage(manifest.gossip.clip_multiplier) : null;
+    this.clip = clip;
+    this.engine = new GossipEngine(model, clip ? (...a) => clip.average(...a) : pairAverage);
+    this.verifier = new FrameVerifier({
+      swarmId: hexToBytes(this.swarmId), modelId: hexToBytes(modelId), ownKey: this.identity.publicKey,
+      isKnown: (key) => [...this.mesh.links.values()].some((l) => equalBytes(l.remoteKey, key)),
+      shapes: this.trainer.shapes, maxFrameSize: maxFrameSize(manifest),
+    });
+    this.transport = new MeshTransport(this.identity, {
+      swarmId: hexToBytes(this.swarmId), modelId: hexToBytes(modelId), verifier: this.verifier, engine: this.engine,
+      metrics: this.metrics, links: () => this.mesh.links, codec: CODEC[manifest.gossip.codec.toUpperCase()],
+      shapes: this.trainer.shapes,
+    });
+    this.mesh.acceptLinks();
+    this.status = "training";
+    this._loop();
+  }
+
+  async _join(manifest) {
+    const wsUrl = this.server.replace(/^http/, "ws") + "/ws";
+    const config = { degree: manifest.gossip.degree, maxDegree: manifest.gossip.max_degree };
+    const handlers = {
+      maxFrameSize: maxFrameSize(manifest),
+      onFrame: (link, data) => (this.transport ? this.transport.onFrame(link, data) : undefined),
+      onChunkError: (reason) => { this.metrics.rejected[reason] = (this.metrics.rejected[reason] || 0) + 1; },
+      onEvent: (kind, detail) => { if (kind === "signaling") this.log(detail.connected ? "signaling connected" : "signaling lost; reconnecting"); },
+    };
+    this.status = "joining";
+    this.mesh = new Mesh(this.identity, wsUrl, this.swarmId, config, handlers);
+    try {
+      return await this.mesh.start();
+    } catch (err) {
+      if (err.code !== "already_joined") throw err;
+      // this browser's key is already in the swarm (another tab): join with a key of this tab's own
+      this.mesh.close();
+      this.identity = await generateIdentity();
+      this.mesh = new Mesh(this.identity, wsUrl, this.swarmId, config, handlers);
+      return await this.mesh.start();
+    }
+  }
+
+  get peerId() { return this.mesh ? this.mesh.peerId : null; }
+
+  async evaluate(limit = EVAL_LIMIT) {
+    return this.trainer.lock.run(() => this.trainer.evaluate(limit));
+  }
+
+  async _record(loss) {
+    const { loss: testLoss, accuracy } = await this.evaluate();
+    const row = { t: (performance.now() - this.startedAt) / 1000, step: this.trainer.step, loss, testLoss, testAcc: accuracy };
+    this.history.push(row);
+    if (this.history.length > MAX_HISTORY) this.history.splice(0, this.history.length - MAX_HISTORY);
+    return row;
+  }
+
+  async _loop() {
+    const t = this.manifest.training;
+    const timeout = this.manifest.gossip.exchange_timeout_s * 1000;
+    let sinceExchange = 0;
+    let loss = NaN;
+    await this._record(loss);
+    while (!this.stopped) {
+      if (!this.running) {
+        await sleep(200); // paused: still answers neighbors' exchanges
+        continue;
+      }
+      const n = Math.min(TRAIN_CHUNK, t.local_steps - sinceExchange) || 1;
+      loss = await this.trainer.lock.run(() => this.trainer.trainSteps(n));
+      sinceExchange += n;
+      if (this.trainer.step % t.eval_every < n) await this._record(loss);
+      if (sinceExchange >= t.local_steps) {
+        await this._exchange(timeout);
+        sinceExchange = 0;
+      }
+      await yieldNow();
+    }
+  }
+
+  async _exchange(timeout) {
+    const open = this.mesh.openLinks();
+    if (open.length === 0) return;
+    const peer = open[Math.floor(Math.random() * open.length)].peerId;
+    const outcome = await this.engine.initiate(peer, this.transport, timeout);
+    if (outcome === Outcome.MERGED) this.exchangesDone += 1;
+    else await sleep(Math.random() * 50); // desynchronize retries after a decline
+  }
+
+  pause() { this.running = false; }
+  resume() { this.running = true; }
+
+  stop() {
+    this.stopped = true;
+    if (this.mesh) this.mesh.close();
+  }
+
+  /** Everything the dashboard shows, as plain data. */
+  snapshot() {
+    const links = this.mesh ? [...this.mesh.links.values()] : [];
+    const last = this.history.at(-1) || null;
+    return {
+      status: this.status, error: this.error, running: this.running, peerId: this.peerId,
+      backend: this.backend || null, stepMs: this.trainer ? this.trainer.stepMs : null,
+      step: this.trainer ? this.trainer.step : 0, shard: this.shard ?? null,
+      signaling: this.mesh ? this.mesh.connected : false,
+      known: this.mesh ? [...this.mesh.known.values()].map((p) => ({ peerId: p.peer_id, client: p.client })) : [],
+      neighbors: links.map((l) => ({ peerId: l.peerId, client: l.info.client, state: l.state })),
+      testAcc: last ? last.testAcc : null, loss: last ? last.loss : null,
+      history: this.history.slice(),
+      exchanges: this.engine ? { ...this.engine.outcomes, served: this.engine.served } : {},
+      exchangesDone: this.exchangesDone + (this.engine ? this.engine.served : 0),
+      bytesSent: links.reduce((s, l) => s + l.bytesSent, 0) + (this.mesh ? this.mesh.closedBytes.sent : 0),
+      bytesReceived: links.reduce((s, l) => s + l.bytesReceived, 0) + (this.mesh ? this.mesh.closedBytes.received : 0),
+      rejected: { ...this.metrics.rejected },
+      acceptedFrom: { ...this.metrics.acceptedFrom },
+      clipped: this.clip ? this.clip.clipped : 0,
+      events: this.events.slice(),
+    };
+  }
+}
+

@@ -1,0 +1,179 @@
+// The local model in TensorFlow.js: loaded from the manifest's layers topology and initial
+// weights, trained on the local shard. Weights are exchanged in the manifest's `weights` order.
+/* global tf */
+
+const WASM_DIR = "/peer/node_modules/@tensorflow/tfjs-backend-wasm/dist/";
+
+/** wasm is fastest for dense nets but has no conv gradients; webgl for convolutional models. */
+export function preferredBackend(topology) {
+  return /"class_name":\s*"(Conv|DepthwiseConv|SeparableConv)/.test(JSON.stringify(topology)) ? "webgl" : "wasm";
+}
+
+export async function useBackend(wanted) {
+  if (tf.wasm && tf.wasm.setWasmPaths) tf.wasm.setWasmPaths(WASM_DIR);
+  for (const name of [wanted, "webgl", "wasm", "cpu"]) {
+    try {
+      if (await tf.setBackend(name)) {
+        await tf.ready();
+        return tf.getBackend();
+      }
+    } catch (err) {
+      console.warn(`backend ${name} unavailable`, err);
+    }
+  }
+  throw new Error("no TensorFlow.js backend could start");
+}
+
+/** mulberry32: a small seeded generator so a peer's batch order is reproducible. */
+function rng(seed) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export class Trainer {
+  static async create(manifest, initialWeights, train, test, seed = 0) {
+    const weightData = initialWeights.buffer.slice(initialWeights.byteOffset, initialWeights.byteOffset + initialWeights.byteLength);
+    const model = await tf.loadLayersModel(tf.io.fromMemory({
+      modelTopology: manifest.model.topology, weightSpecs: manifest.model.weights, weightData,
+    }));
+    return new Trainer(manifest, model, train, test, seed);
+  }
+
+  constructor(manifest, model, train, test, seed) {
+    this.manifest = manifest;
+    this.model = model;
+    this.train = train;
+    this.test = test;
+    this.shapes = manifest.model.weights.map((w) => w.shape);
+    this.vars = this._manifestOrder();
+    const cfg = manifest.training;
+    this.optimizer = cfg.optimizer === "sgd" ? tf.train.sgd(cfg.learning_rate) : tf.train.adam(cfg.learning_rate);
+    this.batchSize = cfg.batch_size;
+    this.numClasses = manifest.dataset ? manifest.dataset.num_classes : model.outputs[0].shape.at(-1);
+    this.inputShape = train.shape;
+    this.inputSize = train.shape.reduce((a, b) => a * b, 1);
+    this.step = 0;
+    this.gossipWeight = train.n;
+    this.stepMs = null; // moving average of one optimizer step
+    this._random = rng(seed);
+    this._order = this._permutation();
+    this._cursor = 0;
+  }
+
+  /** Train on a contributor's own examples from now on (checked against the model's shape). */
+  setTrainingData(data) {
+    if (data.shape.reduce((a, b) => a * b, 1) !== this.inputSize) throw new Error("examples do not fit the model's input");
+    this.train = data;
+    this.gossipWeight = data.n;
+    this._order = this._permutation();
+    this._cursor = 0;
+  }
+
+  _manifestOrder() {
+    const byName = new Map(this.model.weights.map((w) => [w.originalName, w]));
+    const names = this.manifest.model.weights.map((w) => w.name);
+    if (names.every((n) => byName.has(n))) return names.map((n) => byName.get(n));
+    return this.model.weights; // names scoped differently; the order is the same
+  }
+
+  _permutation() {
+    const order = new Uint32Array(this.train.n);
+    for (let i = 0; i < order.length; i++) order[i] = i;
+    for (let i = order.length - 1; i > 0; i--) {
+      const j = Math.floor(this._random() * (i + 1));
+      [order[i], order[j]] = [order[j], order[i]];
+    }
+    return order;
+  }
+
+  _nextBatch() {
+    if (this._cursor + this.batchSize > this._order.length) {
+      this._order = this._permutation();
+      this._cursor = 0;
+    }
+    const b = Math.min(this.batchSize, this._order.length);
+    const xs = new Float32Array(b * this.inputSize);
+    const ys = new Int32Array(b);
+    for (let k = 0; k < b; k++) {
+      const i = this._order[this._cursor + k];
+      xs.set(this.train.x.subarray(i * this.inputSize, (i + 1) * this.inputSize), k * this.inputSize);
+      ys[k] = this.train.y[i];
+    }
+    this._cursor += b;
+    return [tf.tensor(xs, [b, ...this.inputShape]), tf.tensor1d(ys, "int32")];
+  }
+
+  _loss(ys, probs) {
+    // sparse categorical crossentropy on probabilities, as tf_keras computes it
+    const oneHot = tf.oneHot(ys, this.numClasses);
+    return tf.neg(tf.mean(tf.sum(tf.mul(oneHot, tf.log(tf.clipByValue(probs, 1e-7, 1 - 1e-7))), 1)));
+  }
+
+  /** Run n optimizer steps; return the mean loss. */
+  async trainSteps(n) {
+    const started = performance.now();
+    let total = tf.scalar(0);
+    for (let s = 0; s < n; s++) {
+      const [xs, ys] = this._nextBatch();
+      const loss = this.optimizer.minimize(() => this._loss(ys, this.model.apply(xs, { training: true })), true);
+      const next = tf.add(total, loss);
+      tf.dispose([xs, ys, loss, total]);
+      total = next;
+      this.step += 1;
+    }
+    const mean = (await total.data())[0] / Math.max(1, n);
+    total.dispose();
+    const per = (performance.now() - started) / Math.max(1, n);
+    this.stepMs = this.stepMs === null ? per : 0.9 * this.stepMs + 0.1 * per;
+    return mean;
+  }
+
+  /** Test loss and accuracy on the first `limit` test examples (all when null). */
+  async evaluate(limit = null) {
+    const n = limit === null ? this.test.n : Math.min(limit, this.test.n);
+    let correct = 0;
+    let lossSum = 0;
+    for (let start = 0; start < n; start += 1000) {
+      const b = Math.min(1000, n - start);
+      const [acc, loss] = tf.tidy(() => {
+        const xs = tf.tensor(this.test.x.subarray(start * this.inputSize, (start + b) * this.inputSize), [b, ...this.inputShape]);
+        const ys = tf.tensor1d(Int32Array.from(this.test.y.subarray(start, start + b)), "int32");
+        const probs = this.model.predict(xs);
+        return [tf.sum(tf.cast(tf.equal(tf.argMax(probs, 1), ys), "float32")), tf.mul(this._loss(ys, probs), b)];
+      });
+      correct += (await acc.data())[0];
+      lossSum += (await loss.data())[0];
+      tf.dispose([acc, loss]);
+    }
+    return { loss: lossSum / Math.max(1, n), accuracy: correct / Math.max(1, n) };
+  }
+
+  /** Class probabilities for one example (the "try the model" panel). */
+  predict(example) {
+    return tf.tidy(() => this.model.predict(tf.tensor(example, [1, ...this.inputShape])).dataSync().slice());
+  }
+
+  getWeights() {
+    return this.vars.map((v) => new Float32Array(v.read().dataSync()));
+  }
+
+  setWeights(weights) {
+    tf.tidy(() => this.vars.forEach((v, i) => v.write(tf.tensor(weights[i], this.shapes[i]))));
+  }
+
+  // --- what gossip needs ---------------------------------------------------------------
+  current() {
+    return { weights: this.getWeights(), weight: this.gossipWeight, step: this.step };
+  }
+
+  assign(weights, weight) {
+    this.setWeights(weights);
+    this.gossipWeight = weight;
+  }
+}
