@@ -12,19 +12,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import numpy as np
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from apps.procs import PeerProcess, spawn_peer
 from apps.publish import upload
 from peer.averaging import consensus_distance
-from peer.fetch import fetch_manifest
-from peer.ice import use_candidate_addresses
-from peer.link import PeerLink
-from peer.mesh import Mesh, MeshConfig
-from protocols.frame import FrameKind, build_frame
+
+from rogue import join_rogue
 
 MAX_STEPS = 1500  # then the peers stop training and keep gossiping: consensus must follow
 TARGET = 0.85
@@ -43,70 +38,6 @@ async def peers(server: str, default_publication: Any, tmp_path: Path) -> AsyncI
         await asyncio.gather(*(p.wait(60) for p in procs))
 
 
-def _tampered_frames(key: Ed25519PrivateKey, swarm: bytes, model: bytes, receiver: bytes, shapes: list[tuple[int, ...]]) -> dict[str, bytes]:
-    """One frame per attack, each signed by the rogue's own (swarm-member) key."""
-    good = [np.zeros(s, np.float32) for s in shapes]
-
-    def frame(seq: int, **over: Any) -> bytes:
-        fields: dict[str, Any] = dict(kind=FrameKind.EXCHANGE_REQUEST, swarm_id=swarm, model_id=model,
-                                      receiver=receiver, session=1, seq=seq, exchange_id=seq,
-                                      sample_weight=1e6, step=0, tensors=good)  # fmt: skip
-        fields.update(over)
-        return build_frame(key, **fields).encode()
-
-    def flip(data: bytes, index: int) -> bytes:
-        out = bytearray(data)
-        out[index] ^= 0xFF
-        return bytes(out)
-
-    nan = [np.full(s, np.nan, np.float32) for s in shapes]
-    return {
-        "bad_digest": flip(frame(1), -5),
-        "bad_signature": flip(frame(2), 150),
-        "wrong_swarm": frame(3, swarm_id=b"\x00" * 16),
-        "wrong_model": frame(4, model_id=b"\x00" * 32),
-        "wrong_receiver": frame(5, receiver=b"\x01" * 32),
-        "non_finite": frame(6, tensors=nan),
-        "bad_shape": frame(7, tensors=[np.zeros((3,), np.float32)]),
-    }
-
-
-async def _rogue(join_url: str, n_peers: int) -> tuple[Mesh, int]:
-    """Join as a member, link to every peer, send each the tampered frames; return (mesh, frames per peer).
-
-    The caller closes the mesh once the peers reported the rejects (closing earlier could
-    cut frames still in flight).
-    """
-    server, swarm_id = join_url.rsplit("/s/", 1)
-    async with aiohttp.ClientSession() as http:
-        signed, manifest = await fetch_manifest(http, server, swarm_id)
-    shapes = [tuple(w.shape) for w in manifest.model.weights]
-    key = Ed25519PrivateKey.generate()
-
-    async def ignore(link: PeerLink, data: bytes) -> None:
-        return None
-
-    use_candidate_addresses(["127.0.0.1"])
-    mesh = Mesh(key, server.replace("http", "ws", 1) + "/ws", swarm_id, MeshConfig(degree=n_peers, max_degree=n_peers),
-                max_frame_size=1 << 20, on_frame=ignore)  # fmt: skip
-    try:
-        await asyncio.wait_for(mesh.start(), 30)
-        mesh.accept_links()
-        async with asyncio.timeout(90):
-            while len(mesh.open_links()) < n_peers:
-                await asyncio.sleep(0.2)
-        for link in mesh.open_links():
-            frames = _tampered_frames(key, bytes.fromhex(swarm_id), bytes.fromhex(signed.model_id), link.remote_key, shapes)
-            for data in frames.values():
-                await link.send(lambda d=data: d)
-        return mesh, len(frames)
-    except BaseException:
-        await mesh.close()
-        raise
-    finally:
-        use_candidate_addresses(None)
-
-
 def _ok(row: dict[str, Any] | None, others: set[str], rejects: int) -> bool:
     return (row is not None and row["test_acc"] >= TARGET and row["step"] >= MAX_STEPS
             and others <= set(row["accepted_from"]) and sum(row["rejected"].values()) >= rejects)  # fmt: skip
@@ -119,7 +50,7 @@ async def test_three_peers_train_together_and_reject_a_rogue(peers: tuple[str, l
         while not all((r := p.latest) is not None and r["neighbors"] >= 2 for p in procs):
             assert all(p.proc.poll() is None for p in procs), "a peer exited early; see its log"
             await asyncio.sleep(0.5)
-    rogue, sent_per_peer = await _rogue(join_url, len(procs))
+    rogue, sent_per_peer = await join_rogue(join_url, len(procs))
     try:
         ids = {p.latest["peer_id"] for p in procs}  # type: ignore[index]
         deadline = time.monotonic() + 240

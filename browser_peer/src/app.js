@@ -44,7 +44,7 @@ function drawMesh(canvas, snap) {
     ctx.fillStyle = color; ctx.beginPath(); ctx.arc(x, y, 9, 0, 2 * Math.PI); ctx.fill();
     ctx.fillStyle = "#1d2330"; ctx.font = "10px system-ui"; ctx.textAlign = "center"; ctx.fillText(text, x, y + 21);
   };
-  others.forEach((p, i) => node(...pos[i], p.client === "browser" ? "#8b5cf6" : "#3b82f6", `${p.peerId.slice(0, 6)} ${p.client === "browser" ? "🌐" : "🐍"}`));
+  others.forEach((p, i) => node(...pos[i], p.client === "browser" ? "#8b5cf6" : "#3b82f6", `${p.peerId.slice(0, 6)} ${p.client === "browser" ? "web" : "py"}`));
   node(cx, cy, "#e5484d", "me");
 }
 

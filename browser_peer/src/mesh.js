@@ -33,7 +33,6 @@ export class Mesh {
     this._closing = false;
     this._dispatchChain = Promise.resolve();
     this._welcome = null;
-    this.closedBytes = { sent: 0, received: 0 }; // of links that are gone, so totals never drop
   }
 
   async start() {
@@ -122,10 +121,8 @@ export class Mesh {
       case "error":
         this.stats.signalingErrors.push(msg.code);
         console.warn(`signaling error ${msg.code}: ${msg.message}`);
-        if (this._welcome && ["bad_proof", "unknown_swarm", "swarm_full", "already_joined"].includes(msg.code)) {
-          const err = new Error(`cannot join: ${msg.message}`);
-          err.code = msg.code;
-          this._welcome.reject(err);
+        if (this._welcome && ["bad_proof", "unknown_swarm", "swarm_full"].includes(msg.code)) {
+          this._welcome.reject(new Error(`cannot join: ${msg.message}`));
           this._welcome = null;
         }
         break;
@@ -169,8 +166,6 @@ export class Mesh {
 
   _onLinkClosed(link) {
     if (this.links.get(link.peerId) === link) this.links.delete(link.peerId);
-    this.closedBytes.sent += link.bytesSent;
-    this.closedBytes.received += link.bytesReceived;
     this._retryAt.set(link.peerId, performance.now() + this.config.retryAfterMs);
     this.onEvent("links", {});
   }

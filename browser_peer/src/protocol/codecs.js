@@ -48,7 +48,7 @@ export function float32ToFloat16Bits(x) {
   if (e <= 0) {
     // binary16 subnormal (or zero): value / 2^-24, rounded; float32 subnormals are far below 2^-25
     const shift = 14 - e;
-    if (true) return sign;
+    if (exp === 0 || shift > 24) return sign;
     const full = mant | 0x800000;
     q = full >>> shift;
     rem = full & ((1 << shift) - 1);
@@ -87,7 +87,7 @@ function int8Scale(t) {
     if (a > peak || Number.isNaN(a)) peak = a; // NaN propagates like np.max
     if (Number.isNaN(peak)) break;
   }
-  const scale = Math.fround(peak / 127);
+  const scale = peak / 127;
   return scale > 0 ? scale : 1.0; // all zeros, underflow (or NaN): 1.0
 }
 

@@ -1,0 +1,114 @@
+"""Browser peers in a real swarm: 2 headless Python peers and 2 Chromium pages train together.
+
+Real signaling server on 127.0.0.1, real aiortc and Chromium WebRTC, TensorFlow and
+TensorFlow.js. A rogue member sends tampered frames to everyone; the pages must reject all
+of them and show the count. A dashboard screenshot is written to artifacts/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+from playwright.async_api import Browser, Page
+
+from apps.procs import PeerProcess, spawn_peer
+from apps.publish import upload
+
+from browser import chromium
+from rogue import join_rogue
+
+TARGET = 0.85
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+SNAPSHOT = "() => { const s = window.swarmPeer && window.swarmPeer.snapshot(); if (s) delete s.history; return s; }"
+
+
+async def open_peer(browser: Browser, join_url: str, seed: int, errors: list[str]) -> Page:
+    """A page in its own context (own IndexedDB, so its own key), as a separate person's tab."""
+    context = await browser.new_context(viewport={"width": 1280, "height": 1000})
+    page = await context.new_page()
+    page.on("pageerror", lambda exc: errors.append(f"page {seed}: {exc}"))
+    await page.goto(f"{join_url}?seed={seed}")
+    return page
+
+
+async def snapshots(pages: list[Page]) -> list[dict[str, Any]]:
+    return [await page.evaluate(SNAPSHOT) for page in pages]
+
+
+async def chart_points(page: Page) -> list[int]:
+    """Data points in the accuracy and loss charts as drawn on the page."""
+    return await page.evaluate(  # type: ignore[no-any-return]
+        "() => ['acc-chart', 'loss-chart'].map(id => Chart.getChart(id)?.data.datasets[0].data.length ?? 0)"
+    )
+
+
+def _alive(procs: list[PeerProcess], errors: list[str]) -> None:
+    assert not errors, errors
+    assert all(p.proc.poll() is None for p in procs), "a Python peer exited early; see its log"
+
+
+async def test_python_and_browser_peers_train_together_and_reject_a_rogue(server: str, default_publication: Any,
+                                                                          tmp_path: Path) -> None:  # fmt: skip
+    join_url = (await upload(server, default_publication))["join_url"]
+    procs = [spawn_peer(join_url, tmp_path, f"py{i}", "--seed", str(i)) for i in range(2)]
+    errors: list[str] = []
+    try:
+        async with chromium() as browser:
+            pages = [await open_peer(browser, join_url, seed, errors) for seed in (10, 11)]
+            # everyone linked to everyone before the rogue arrives (4 peers, degree 4: a full mesh)
+            deadline = time.monotonic() + 180
+            while True:
+                snaps = await snapshots(pages)
+                rows = [p.latest for p in procs]
+                linked = all(s and s["status"] == "training" and len([n for n in s["neighbors"] if n["state"] == "open"]) >= 3
+                             for s in snaps) and all(r is not None and r["neighbors"] >= 3 for r in rows)  # fmt: skip
+                if linked:
+                    break
+                _alive(procs, errors)
+                assert all(not (s and s["error"]) for s in snaps), [s["error"] for s in snaps if s]
+                assert time.monotonic() < deadline, (snaps, rows)
+                await asyncio.sleep(1)
+            rogue, sent = await join_rogue(join_url, 4)
+            try:
+                py_ids = {r["peer_id"] for p in procs if (r := p.latest)}
+                browser_ids = {s["peerId"] for s in snaps}
+                screenshot_taken = False
+                deadline = time.monotonic() + 300
+                while True:
+                    snaps = await snapshots(pages)
+                    rows = [p.latest for p in procs]
+                    if not screenshot_taken and min(await chart_points(pages[0])) >= 3:
+                        ARTIFACTS.mkdir(exist_ok=True)  # mid-training: charts drawn, rejects arriving
+                        await pages[0].screenshot(path=str(ARTIFACTS / "browser-dashboard.png"), full_page=True)
+                        screenshot_taken = True
+                    done = (
+                        all(s["testAcc"] is not None and s["testAcc"] >= TARGET for s in snaps)
+                        and all(py_ids & set(s["acceptedFrom"]) for s in snaps)
+                        and all(r is not None and browser_ids & set(r["accepted_from"]) for r in rows)
+                        and all(sum(s["rejected"].values()) >= sent for s in snaps)
+                    )
+                    if done:
+                        break
+                    _alive(procs, errors)
+                    assert time.monotonic() < deadline, (snaps, rows)
+                    await asyncio.sleep(1)
+            finally:
+                await rogue.close()
+
+            for page, snap in zip(pages, snaps, strict=True):
+                # every tampered frame was rejected for its own reason, and the page says so
+                for reason in ("bad_digest", "bad_signature", "wrong_swarm", "wrong_model", "wrong_receiver",
+                               "non_finite", "bad_shape"):  # fmt: skip
+                    assert snap["rejected"].get(reason, 0) >= 1, (reason, snap["rejected"])
+                await page.wait_for_function(f"Number(document.getElementById('rejected-total').textContent) >= {sent}")
+                points = await chart_points(page)
+                assert min(points) >= 3, points
+            assert screenshot_taken and (ARTIFACTS / "browser-dashboard.png").stat().st_size > 10_000
+    finally:
+        for p in procs:
+            p.terminate()
+        codes = await asyncio.gather(*(p.wait(60) for p in procs))
+    assert codes == [0, 0], [p.log.read_text()[-2000:] for p in procs]
