@@ -9,12 +9,51 @@ export function preferredBackend(topology) {
   return /"class_name":\s*"(Conv|DepthwiseConv|SeparableConv)/.test(JSON.stringify(topology)) ? "webgl" : "wasm";
 }
 
+/**
+ * wasm's BatchMatMul is 3-5x slower with a transpose flag than on plain operands (measured in
+ * benchmarks/browser.py), and every Dense gradient asks for one: transpose explicitly instead.
+ */
+function fastTransposedMatMul() {
+  const original = tf.getKernel("BatchMatMul", "wasm");
+  const transpose = tf.getKernel("Transpose", "wasm");
+  if (!original || !transpose || original.fastTransposed) return;
+  const swapLast = (x) => {
+    const perm = x.shape.map((_, i) => i);
+    [perm[perm.length - 2], perm[perm.length - 1]] = [perm[perm.length - 1], perm[perm.length - 2]];
+    return perm;
+  };
+  const kernelFunc = ({ inputs, backend, attrs }) => {
+    if (!attrs.transposeA && !attrs.transposeB) return original.kernelFunc({ inputs, backend, attrs });
+    const temporary = [];
+    const plain = (x, flag) => {
+      if (!flag) return x;
+      const t = transpose.kernelFunc({ inputs: { x }, backend, attrs: { perm: swapLast(x) } });
+      temporary.push(t);
+      return t;
+    };
+    const a = plain(inputs.a, attrs.transposeA);
+    const b = plain(inputs.b, attrs.transposeB);
+    const out = original.kernelFunc({ inputs: { a, b }, backend, attrs: { ...attrs, transposeA: false, transposeB: false } });
+    temporary.forEach((t) => backend.disposeData(t.dataId));
+    return out;
+  };
+  tf.env().set("DEBUG", false);
+  const warn = console.warn;
+  console.warn = () => {}; // re-registering logs "already registered"; replacing it is the point
+  try {
+    tf.registerKernel({ ...original, kernelFunc, fastTransposed: true });
+  } finally {
+    console.warn = warn;
+  }
+}
+
 export async function useBackend(wanted) {
   if (tf.wasm && tf.wasm.setWasmPaths) tf.wasm.setWasmPaths(WASM_DIR);
   for (const name of [wanted, "webgl", "wasm", "cpu"]) {
     try {
       if (await tf.setBackend(name)) {
         await tf.ready();
+        if (tf.getBackend() === "wasm") fastTransposedMatMul();
         return tf.getBackend();
       }
     } catch (err) {
