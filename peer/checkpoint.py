@@ -52,3 +52,10 @@ def load_weights(directory: Path) -> list[Any]:
     import tf_keras
 
     return list(tf_keras.models.load_model(directory / "model.h5", compile=False).get_weights())
+
+
+def age_s(directory: Path) -> float:
+    """Seconds since the last complete checkpoint was written (its state file is renamed last)."""
+    import time
+
+    return time.time() - (directory / "state.json").stat().st_mtime

@@ -95,6 +95,7 @@ class Mesh:
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._retry_at: dict[str, float] = {}
+        self.banned: dict[str, float] = {}  # peer id -> until (monotonic): no links either way
         self._rng = random.Random()
         self._closing = False
 
@@ -116,6 +117,19 @@ class Mesh:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.gather(*(link.close() for link in list(self.links.values())), return_exceptions=True)
+
+    def ban(self, peer_id: str, seconds: float = 300.0) -> None:
+        """Disconnect a misbehaving peer and refuse it (offers and our own connects) for a while."""
+        self.banned[peer_id] = time.monotonic() + seconds
+        link = self.links.get(peer_id)
+        if link is not None:
+            asyncio.ensure_future(link.close())
+        while len(self.banned) > 4096:
+            self.banned.pop(next(iter(self.banned)))
+
+    def is_banned(self, peer_id: str) -> bool:
+        until = self.banned.get(peer_id)
+        return until is not None and time.monotonic() < until
 
     def open_links(self) -> list[PeerLink]:
         return [link for link in self.links.values() if link.state == LinkState.OPEN]
@@ -241,8 +255,8 @@ class Mesh:
     async def _on_offer(self, msg: Offer) -> None:
         sender = msg.from_ or ""
         info = self.known.get(sender)
-        if info is None or not self.ready.is_set():
-            return  # not ready for frames yet: the offerer times out and retries
+        if info is None or not self.ready.is_set() or self.is_banned(sender):
+            return  # not ready for frames yet (the offerer times out and retries), or banned
         existing = self.links.get(sender)
         if existing is not None:
             glare = existing.pc.signalingState == "have-local-offer"
@@ -292,7 +306,7 @@ class Mesh:
             now = time.monotonic()
             only = self.config.only_peers
             candidates = [p for pid, p in self.known.items()
-                          if pid not in self.links and self._retry_at.get(pid, 0) <= now
+                          if pid not in self.links and self._retry_at.get(pid, 0) <= now and not self.is_banned(pid)
                           and (only is None or pid in only)]  # fmt: skip
             missing = self.config.degree - len(self.links)
             for info in self._rng.sample(candidates, min(max(0, missing), len(candidates))):

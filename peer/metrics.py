@@ -16,13 +16,14 @@ class PeerMetrics:
     started: float = field(default_factory=time.time)
     frames_sent: int = 0
     frames_accepted: int = 0
+    bans: int = 0  # neighbors banned for misbehaviour
     rejected: Counter[str] = field(default_factory=Counter)
     accepted_from: Counter[str] = field(default_factory=Counter)  # peer id -> verified frames
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def record(self, **values: Any) -> dict[str, Any]:
         row = {"t": round(time.time() - self.started, 3), "peer_id": self.peer_id, **values,
-               "frames_sent": self.frames_sent, "frames_accepted": self.frames_accepted,
+               "frames_sent": self.frames_sent, "frames_accepted": self.frames_accepted, "bans": self.bans,
                "rejected": dict(self.rejected), "accepted_from": dict(self.accepted_from)}  # fmt: skip
         self.history.append(row)
         return row

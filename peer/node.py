@@ -40,6 +40,8 @@ log = logging.getLogger("peer.node")
 _console = Console(stderr=True)
 
 TRAIN_CHUNK = 10  # steps per lock hold: a responder waits at most this long to merge
+PULL_LINK_WAIT_S = 10.0  # a joining peer waits this long for a first neighbor to pull from
+STALE_CHECKPOINT_S = 120.0  # a returning peer whose checkpoint is older pulls the swarm's model
 
 
 def default_checkpoint_dir(swarm_id: str, peer_id: str) -> Path:
@@ -105,9 +107,12 @@ class PeerNode:
                     verifier=verifier, engine=engine, metrics=self.metrics, links=lambda: mesh.links,
                     codec=CodecId[manifest.gossip.codec.upper()],
                 ))  # fmt: skip
+                transport_box[0].on_misbehaving = lambda peer, why: mesh.ban(peer)
                 ckpt_dir = cfg.checkpoint_dir or default_checkpoint_dir(cfg.swarm_id, mesh.peer_id)
-                await self._resume(trainer, ckpt_dir, signed.model_id)
+                fresh = await self._resume(trainer, ckpt_dir, signed.model_id)
                 mesh.accept_links()
+                if fresh and self._role(manifest) == "gossip" and welcome.peers:
+                    await self._pull_first(mesh, trainer, transport_box[0], manifest.gossip.exchange_timeout_s)
                 await self._train_loop(manifest, trainer, engine, transport_box[0], mesh, ckpt_dir, signed.model_id, welcome.shard)
             finally:
                 await mesh.close()
@@ -163,14 +168,50 @@ class PeerNode:
             train = decode_shard(await fetch_blob(http, self.config.server, ds.train_shards[shard % len(ds.train_shards)]))
         return train, test
 
-    async def _resume(self, trainer: Any, directory: Path, model_id: str) -> None:
+    async def _resume(self, trainer: Any, directory: Path, model_id: str) -> bool:
+        """Load the checkpoint if there is one; return True if the peer should pull the swarm's model.
+
+        A recent checkpoint is this peer's own progress and is kept (crash recovery); none, or
+        one older than ``STALE_CHECKPOINT_S``, means the swarm has moved on without us.
+        """
         state = checkpoint.load_state(directory, model_id)
         if state is None:
-            return
+            return True
         weights = await asyncio.to_thread(checkpoint.load_weights, directory)
         trainer.assign(weights, state.gossip_weight)
         trainer.step = state.step
         log.info("resumed from checkpoint at step %d", state.step)
+        return checkpoint.age_s(directory) > STALE_CHECKPOINT_S
+
+    async def _pull_first(self, mesh: Mesh, trainer: Any, transport: MeshTransport, timeout: float) -> None:
+        """Start from the most trained neighbor's current model instead of the initial weights.
+
+        Pulls from up to three neighbors at once and keeps the one with the highest step (the
+        frame header carries it), so a newcomer does not adopt another newcomer's fresh model.
+        """
+        deadline = time.monotonic() + PULL_LINK_WAIT_S
+        while not mesh.open_links() and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        if mesh.open_links():
+            await asyncio.sleep(1.0)  # links to the other neighbors usually open within a second
+
+        async def pull(peer: str) -> tuple[str, Any]:
+            try:
+                return peer, await asyncio.wait_for(transport.pull(peer), timeout)
+            except (TimeoutError, ConnectionError) as exc:
+                log.info("could not pull from %s: %s", peer[:8], exc)
+                return peer, None
+
+        replies = await asyncio.gather(*(pull(link.peer_id) for link in mesh.open_links()[:3]))
+        got = [(peer, update) for peer, update in replies if update is not None]
+        if not got:
+            log.info("no neighbor to pull from: training from the published initial weights")
+            return
+        peer, update = max(got, key=lambda item: item[1].step)
+        async with trainer.lock:
+            trainer.assign(update.weights, trainer.gossip_weight)  # our sample count stays ours
+        self.summary["pulled_from"] = peer
+        log.info("pulled the current model of %s (step %d) before training", peer[:8], update.step)
 
     async def _checkpoint(self, trainer: Any, directory: Path, model_id: str) -> None:
         async with trainer.lock:
@@ -194,10 +235,10 @@ class PeerNode:
             links = mesh.links.values()
             row = metrics.record(
                 step=trainer.step, shard=shard, train_loss=loss, test_loss=test_loss, test_acc=acc,
-                neighbors=len(mesh.open_links()), exchanges={o.value: n for o, n in engine.outcomes.items()},
+                neighbors=len(mesh.open_links()), neighbor_ids=[l.peer_id for l in mesh.open_links()], exchanges={o.value: n for o, n in engine.outcomes.items()},
                 served=engine.served, declined=engine.declined_requests, neighbor_distance=transport.last_distance,
                 bytes_sent=sum(l.bytes_sent for l in links), bytes_received=sum(l.bytes_received for l in links),
-                signaling=mesh.connected.is_set(), final=final,
+                signaling=mesh.connected.is_set(), final=final, pulled_from=self.summary.get("pulled_from"),
             )  # fmt: skip
             out.write(row)
             if cfg.progress:
@@ -258,6 +299,14 @@ class PeerNode:
         open_links = mesh.open_links()
         if not open_links or not isinstance(engine, GossipEngine):
             return
-        outcome = await engine.initiate(rng.choice(open_links).peer_id, transport, timeout)
+        peer = rng.choice(open_links).peer_id
+        outcome = await engine.initiate(peer, transport, timeout)
+        if outcome == Outcome.MERGED:
+            transport.check_clipping(peer)
+        elif outcome == Outcome.TIMEOUT:
+            link = mesh.links.get(peer)  # a neighbor that stops answering is dropped, not waited for
+            if link is not None:
+                log.info("dropping %s: no answer within %.0f s", peer[:8], timeout)
+                await link.close()
         if outcome != Outcome.MERGED:
             await asyncio.sleep(rng.uniform(0.0, 0.05))  # desynchronize retries after a decline

@@ -45,10 +45,15 @@ def build_model(manifest: Manifest, initial: bytes) -> tf_keras.Model:
 
 
 def _optimizer(manifest: Manifest) -> tf_keras.optimizers.Optimizer:
+    """The manifest's optimizer; ``clipnorm`` clips each gradient tensor to that L2 norm (Keras semantics)."""
     cfg = manifest.training
-    if cfg.optimizer == "sgd":
-        return tf_keras.optimizers.SGD(cfg.learning_rate)
-    return tf_keras.optimizers.Adam(cfg.learning_rate)
+    kinds = {"sgd": tf_keras.optimizers.SGD, "rmsprop": tf_keras.optimizers.RMSprop, "adam": tf_keras.optimizers.Adam}
+    return kinds[cfg.optimizer](learning_rate=cfg.learning_rate, clipnorm=cfg.clipnorm)
+
+
+def warmup_lr(learning_rate: float, warmup_steps: int, step: int) -> float:
+    """Linear warm-up: local step ``step`` (0-based) uses ``lr * min(1, (step + 1) / warmup_steps)``."""
+    return learning_rate if warmup_steps <= 0 else learning_rate * min(1.0, (step + 1) / warmup_steps)
 
 
 class Trainer:
@@ -77,6 +82,8 @@ class Trainer:
         self.lock = asyncio.Lock()
         self._order = self.rng.permutation(len(self.x))
         self._cursor = 0
+        self._l2 = manifest.training.l2
+        self._penalized = [v for v in self.model.trainable_variables if len(v.shape) >= 2]
         self._train_step = tf.function(self._train_step_impl, reduce_retracing=True)
 
     def _manifest_order(self) -> list[tf.Variable]:
@@ -89,6 +96,8 @@ class Trainer:
     def _train_step_impl(self, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
         with tf.GradientTape() as tape:
             loss = self.loss_fn(y, self.model(x, training=True))
+            if self._l2 > 0:  # kernels only (rank >= 2), as the manifest's `l2` says
+                loss += self._l2 * tf.add_n([tf.reduce_sum(tf.square(v)) for v in self._penalized])
         grads = tape.gradient(loss, self.model.trainable_variables)
         self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables, strict=True))
         return loss
@@ -103,7 +112,10 @@ class Trainer:
     def train_steps(self, n: int) -> float:
         """Run ``n`` optimizer steps; return the mean loss. Call with ``lock`` held."""
         total = 0.0
+        cfg = self.manifest.training
         for _ in range(n):
+            if cfg.warmup_steps and self.step <= cfg.warmup_steps:  # the last assignment sets the full rate
+                self.optimizer.learning_rate = warmup_lr(cfg.learning_rate, cfg.warmup_steps, self.step)
             x, y = self._next_batch()
             total += float(self._train_step(tf.constant(x), tf.constant(y)))
             self.step += 1

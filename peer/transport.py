@@ -11,6 +11,8 @@ import asyncio
 import itertools
 import logging
 import secrets
+import time
+from collections import deque
 from collections.abc import Callable
 
 import numpy as np
@@ -29,6 +31,30 @@ log = logging.getLogger("peer.transport")
 
 MAX_PENDING = 64
 MAX_RESIDUALS = 256
+# per neighbor: a gossip exchange costs each side one or two frames, so honest peers stay far below
+FRAME_RATE = 20.0  # frames per second, sustained
+FRAME_BURST = 40
+# reputation: this many strikes (rejected frames, hard-clipped models) within the window ban a peer
+STRIKES_TO_BAN = 10
+STRIKE_WINDOW_S = 60.0
+PULL_INTERVAL_S = 10.0  # one model per neighbor per this long, however often it asks
+HARD_CLIP_RATIO = 4.0  # a model this many times farther than tau counts as a strike
+NOT_STRIKES = {"unexpected", "rate_limited"}  # late replies after a timeout are not misbehaviour
+
+
+class TokenBucket:
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate, self.burst, self.clock = rate, burst, clock
+        self.tokens, self.updated = float(burst), clock()
+
+    def take(self) -> bool:
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
 
 
 class MeshTransport:
@@ -55,6 +81,10 @@ class MeshTransport:
         self._pending: dict[tuple[str, int], asyncio.Future[Update | None]] = {}
         self.last_distance: float | None = None
         self._residual: dict[str, list[np.ndarray]] = {}
+        self._buckets: dict[str, TokenBucket] = {}
+        self._strikes: dict[str, deque[float]] = {}
+        self._pulls_served: dict[str, float] = {}
+        self.on_misbehaving: Callable[[str, str], None] = lambda peer, why: None  # the mesh bans
 
     def _frame(self, link: PeerLink, kind: FrameKind, exchange_id: int, update: Update | None,
                codec: CodecId) -> Callable[[], bytes]:  # fmt: skip
@@ -111,13 +141,59 @@ class MeshTransport:
             self.last_distance = _distance(update.weights, reply.weights)
         return reply
 
+    async def pull(self, peer: str) -> Update | None:
+        """Ask a neighbor for its current model (a joining peer starts from the swarm's state)."""
+        link = self.links().get(peer)
+        if link is None:
+            raise ConnectionError(f"no link to {peer[:8]}")
+        exchange_id = next(self._exchange)
+        future: asyncio.Future[Update | None] = asyncio.get_running_loop().create_future()
+        self._pending[(peer, exchange_id)] = future
+        try:
+            await self.send(link, FrameKind.PULL_REQUEST, exchange_id, None)
+            return await future
+        finally:
+            self._pending.pop((peer, exchange_id), None)
+
+    # ---- reputation -----------------------------------------------------------------------
+    def strike(self, peer: str, why: str) -> None:
+        """Count one piece of misbehaviour; too many within the window and the mesh bans the peer."""
+        now = time.monotonic()
+        strikes = self._strikes.setdefault(peer, deque())
+        strikes.append(now)
+        while strikes and now - strikes[0] > STRIKE_WINDOW_S:
+            strikes.popleft()
+        if len(strikes) >= STRIKES_TO_BAN:
+            strikes.clear()
+            log.warning("banning %s: %d strikes in %.0f s (last: %s)", peer[:8], STRIKES_TO_BAN, STRIKE_WINDOW_S, why)
+            self.metrics.bans += 1
+            self.on_misbehaving(peer, why)
+        while len(self._strikes) > MAX_RESIDUALS:
+            self._strikes.pop(next(iter(self._strikes)))
+
+    def check_clipping(self, peer: str) -> None:
+        """After a merge: a model far outside the clipping radius is a strike against its sender."""
+        ratio = getattr(getattr(self.engine, "average", None), "last_ratio", 1.0)
+        if ratio > HARD_CLIP_RATIO:
+            self.strike(peer, f"model {ratio:.0f}x beyond the clipping radius")
+
     # ---- incoming -----------------------------------------------------------------------
     async def on_frame(self, link: PeerLink, data: bytes) -> None:
+        bucket = self._buckets.get(link.peer_id)
+        if bucket is None:
+            bucket = self._buckets[link.peer_id] = TokenBucket(FRAME_RATE, FRAME_BURST)
+            while len(self._buckets) > MAX_RESIDUALS:
+                self._buckets.pop(next(iter(self._buckets)))
+        if not bucket.take():
+            self.metrics.rejected["rate_limited"] += 1  # dropped before any parsing or crypto
+            return
         try:
             frame, tensors = self.verifier.admit(data, link.remote_key)
         except FrameRejected as exc:
             self.metrics.rejected[exc.reason] += 1
             log.debug("rejected frame from %s: %s", link.peer_id[:8], exc)
+            if exc.reason not in NOT_STRIKES:
+                self.strike(link.peer_id, exc.reason)
             return
         self.metrics.frames_accepted += 1
         self.metrics.accepted_from[link.peer_id] += 1
@@ -125,18 +201,25 @@ class MeshTransport:
         update = Update(tensors, h.sample_weight, h.step) if tensors else None
         if h.kind == FrameKind.EXCHANGE_REQUEST and update is not None:
             reply = await self.engine.respond(update)
+            if reply is not None:
+                self.check_clipping(link.peer_id)
             kind = FrameKind.EXCHANGE_RESPONSE if reply is not None else FrameKind.EXCHANGE_DECLINE
             try:  # the reply uses the request's codec: codecs are negotiated per exchange
                 await self.send(link, kind, h.exchange_id, reply, CodecId(h.codec))
             except (ConnectionError, TimeoutError) as exc:
                 log.debug("could not answer %s: %s", link.peer_id[:8], exc)
-        elif h.kind in (FrameKind.EXCHANGE_RESPONSE, FrameKind.EXCHANGE_DECLINE):
+        elif h.kind in (FrameKind.EXCHANGE_RESPONSE, FrameKind.EXCHANGE_DECLINE, FrameKind.PULL_RESPONSE):
             future = self._pending.get((link.peer_id, h.exchange_id))
             if future is None or future.done():
                 self.metrics.rejected["unexpected"] += 1
             else:
-                future.set_result(update if h.kind == FrameKind.EXCHANGE_RESPONSE else None)
+                future.set_result(None if h.kind == FrameKind.EXCHANGE_DECLINE else update)
         elif h.kind == FrameKind.PULL_REQUEST:
+            now = time.monotonic()
+            if now - self._pulls_served.get(link.peer_id, -PULL_INTERVAL_S) < PULL_INTERVAL_S:
+                self.metrics.rejected["rate_limited"] += 1  # a whole model per tiny request: bound it
+                return
+            self._pulls_served[link.peer_id] = now
             async with self.engine.model.lock:
                 mine = self.engine.model.current()
             await self.send(link, FrameKind.PULL_RESPONSE, h.exchange_id, mine)
