@@ -7,9 +7,11 @@ and Python, and compare reject reasons on mutated frames, so the two peers agree
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -23,6 +25,7 @@ from protocols.crypto import private_key_seed, public_key_bytes, sign, verify
 from protocols.errors import ProtocolError
 from protocols.frame import FIXED_HEADER_SIZE, Frame, FrameKind, build_frame, decode_frame, parse_header
 from protocols.make_vectors import VECTORS_DIR
+from peer.verifier import FrameRejected, FrameVerifier
 
 VECTORS = {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in sorted(VECTORS_DIR.glob("*.json"))}
 SWARM, MODEL = bytes.fromhex("5eed" * 8), bytes(range(32))
@@ -206,12 +209,59 @@ async def test_mutated_frames_get_the_same_reason_as_python(page: Page) -> None:
     assert len(set(want)) >= 8, set(want)  # the cases reach many different checks
 
 
+async def test_the_browser_verifier_admits_and_rejects_like_python(page: Page) -> None:
+    """Differential over one verifier's lifetime: check order, replay window, session eviction."""
+    rng = np.random.default_rng(5)
+    me, members, stranger = _key(50), [_key(51), _key(52)], _key(53)
+    shapes = [(3, 2), (4,)]
+    config = {"swarm_id": SWARM.hex(), "model_id": MODEL.hex(), "own_key": public_key_bytes(me).hex(),
+              "known": [public_key_bytes(k).hex() for k in members], "shapes": [list(s) for s in shapes],
+              "max_frame_size": 700, "max_sessions": 3}  # fmt: skip
+    python = FrameVerifier(
+        swarm_id=SWARM, model_id=MODEL, own_key=public_key_bytes(me), is_known=set(map(bytes.fromhex, config["known"])).__contains__,
+        shapes=shapes, max_frame_size=700, max_sessions=3,
+    )  # fmt: skip
+    frames: list[tuple[bytes, bytes]] = []
+    for _ in range(400):
+        key = [*members, stranger][int(rng.integers(3)) if rng.random() < 0.2 else int(rng.integers(2))]
+        link = key if rng.random() < 0.9 else members[int(rng.integers(2))]
+        wrong = lambda p, good, bad: bad if rng.random() < p else good  # noqa: E731
+        kind = FrameKind(int(rng.integers(1, 6)))
+        tensors = [] if kind in (FrameKind.EXCHANGE_DECLINE, FrameKind.PULL_REQUEST) else [
+            rng.standard_normal(s).astype(np.float32) for s in wrong(0.1, shapes, [(2, 3), (4,)])]  # fmt: skip
+        if tensors and rng.random() < 0.05:
+            tensors[0][0] = np.nan
+        with np.errstate(all="ignore"):  # int8 of NaN
+            data = build_frame(
+                key, kind=kind, swarm_id=wrong(0.1, SWARM, b"\x09" * 16), model_id=wrong(0.1, MODEL, b"\x09" * 32),
+                receiver=wrong(0.1, public_key_bytes(me), public_key_bytes(stranger)), session=int(rng.integers(5)),
+                seq=int(rng.integers(30)), exchange_id=1, sample_weight=wrong(0.05, 10.0, -1.0), step=1,
+                tensors=tensors, codec=int(rng.integers(3)),
+            ).encode()  # fmt: skip
+        if rng.random() < 0.1:
+            index = int(rng.integers(len(data)))
+            data = data[:index] + bytes([data[index] ^ 1]) + data[index + 1 :]
+        frames.append((data, public_key_bytes(link)))
+    want = []
+    for data, link in frames:
+        try:
+            with np.errstate(all="ignore"):
+                _, tensors = python.admit(data, link)
+            want.append(["ok", [t.astype("<f4").tobytes().hex() for t in tensors]])
+        except FrameRejected as exc:
+            want.append([exc.reason, []])
+    got = await page.evaluate("([c, fs]) => verifierReasons(c, fs)", [config, [[d.hex(), k.hex()] for d, k in frames]])
+    diff = [(i, w[0], g[0]) for i, (w, g) in enumerate(zip(want, got["reasons"], strict=True)) if w != g]
+    assert not diff, f"(frame, python, browser): {diff[:20]}"
+    assert got["rejected"] == dict(python.rejected) and got["accepted"] == dict(python.accepted)
+    assert len(python.rejected) >= 10 and sum(python.accepted.values()) >= 40, python.rejected
+
+
 def _signed_nan_scale(key: Ed25519PrivateKey) -> bytes:
     """An int8 frame whose signed payload carries a NaN scale: both must say non_finite."""
     payload = struct.pack("<f", float("nan")) + b"\x01\x02"
     frame = _frame(key, FrameKind.EXCHANGE_REQUEST, int(CodecId.INT8), [np.zeros(2, np.float32)], 4)
-    header = frame.header.__class__(**{**frame.header.__dict__, "digest": __import__("hashlib").sha256(payload).digest(), "signature": b""})
-    signed = header.signed_bytes()
+    signed = replace(frame.header, digest=hashlib.sha256(payload).digest()).signed_bytes()
     data = signed + sign(key, signed) + payload
     assert _python_reason(data) == "non_finite"
     return data
@@ -224,12 +274,13 @@ def _hard_values(rng: np.random.Generator) -> np.ndarray:
     """float32 values that stress rounding: float16 ties and subnormals, huge and tiny values."""
     f16 = rng.integers(0, 2**16, 4000, dtype=np.uint16).view(np.float16).astype(np.float32)
     f16 = f16[np.isfinite(f16)]
-    ties = np.nextafter(f16, np.float32(np.inf)) if False else f16  # placeholder for symmetry
-    bits = f16.view(np.uint32) + np.uint32(1 << 12)  # exactly halfway between two float16 values
-    halfway = bits.view(np.float32)
+    normal = f16[np.abs(f16) >= 2**-14]
+    halfway = (normal.view(np.uint32) + np.uint32(1 << 12)).view(np.float32)  # ties between float16 values
+    sub = np.arange(1, 1024, dtype=np.float32) * np.float32(2**-24)  # float16 subnormals, and ties between them
     random = rng.standard_normal(2000).astype(np.float32) * np.float32(10.0) ** rng.integers(-12, 6, 2000)
-    edges = np.array([65504, 65519, 65520, -65520, 2**-24, 2**-25, 3 * 2**-26, 2**-26, 1e-30, 3e38, -0.0], np.float32)
-    return np.concatenate([ties, halfway, random.astype(np.float32), edges])
+    edges = np.array([65504, 65519, 65520, -65520, 2**-25, 3 * 2**-26, 2**-26, 1e-30, 3e38, -0.0], np.float32)
+    parts = [f16, halfway, sub, sub + np.float32(2**-25), -sub - np.float32(2**-25), random.astype(np.float32), edges]
+    return np.concatenate(parts)
 
 
 @pytest.mark.parametrize("codec", list(CodecId), ids=lambda c: c.name)
@@ -237,7 +288,8 @@ async def test_codecs_match_numpy_on_random_values(page: Page, codec: CodecId) -
     rng = np.random.default_rng(20 + int(codec))
     values = _hard_values(rng)
     if codec != CodecId.INT8:
-        values = np.concatenate([values, np.array([np.inf, -np.inf, np.nan], np.float32)])
+        nans = np.array([0x7FC00000, 0x7F800001, 0x7FA00000, 0xFFC00001, 0x7FBFE000], np.uint32).view(np.float32)
+        values = np.concatenate([values, np.array([np.inf, -np.inf], np.float32), nans])
     chunks = [values[i : i + 97] for i in range(0, len(values), 97)]  # int8: a scale per tensor
     chunks += [np.array([], np.float32), (rng.integers(-300, 300, 255) / np.float32(2)).astype(np.float32)]
     with np.errstate(all="ignore"):
@@ -249,3 +301,7 @@ async def test_codecs_match_numpy_on_random_values(page: Page, codec: CodecId) -
         decoded = codec_for(codec).decode(want, [tuple(s) for s in shapes])
     got_decoded = await page.evaluate("([c, p, s]) => decodeTensors(c, p, s)", [int(codec), want.hex(), shapes])
     assert got_decoded == [d.astype("<f4").tobytes().hex() for d in decoded]
+    if codec == CodecId.FLOAT16:  # every binary16 bit pattern widens exactly, NaN payloads included
+        every = np.arange(2**16, dtype=np.uint16).view(np.float16)
+        got_all = await page.evaluate("([c, p, s]) => decodeTensors(c, p, s)", [1, every.tobytes().hex(), [[2**16]]])
+        assert got_all == [every.astype(np.float32).tobytes().hex()]

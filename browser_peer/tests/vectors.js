@@ -244,7 +244,11 @@ async function checkBadFrames(r, v) {
     too_many_tensors: [() => setAt(good, 164, [0x04, 0x01]), "bad_shape"],
     negative_sample_weight: [() => flip(good, 144, 0x80), "non_finite"],
     nan_sample_weight: [() => setAt(good, 144, nan), "non_finite"],
-    huge_sample_weight: [() => build({ sampleWeight: 2e9 }), "non_finite"],
+    huge_sample_weight: [() => build({ sampleWeight: 1000000000.0000001 }), "non_finite"],
+    max_sample_weight: [() => build({ sampleWeight: 1e9 }), "ok"],
+    tiny_negative_sample_weight: [() => build({ sampleWeight: -1e-300 }), "non_finite"],
+    negative_zero_sample_weight: [() => build({ sampleWeight: -0 }), "ok"],
+    infinite_sample_weight: [() => build({ sampleWeight: Infinity }), "non_finite"],
     ndim_nine: [() => setAt(good, FIXED_HEADER_SIZE, [9]), "bad_shape"],
     too_many_elements: [() => setAt(good, FIXED_HEADER_SIZE + 1, [0xff, 0xff, 0xff, 0xff]), "bad_shape"],
     ends_inside_layout: [() => good.subarray(0, FIXED_HEADER_SIZE + 3), "malformed"],
@@ -531,6 +535,30 @@ window.decodeTestFrame = async function decodeTestFrame(frameHex) {
 
 /** Frame reasons for a batch of hex frames ("ok" when accepted), for differential fuzzing. */
 window.frameReasons = async (frames) => Promise.all(frames.map((hex) => reasonOf(hexToBytes(hex))));
+
+/**
+ * Run one FrameVerifier over ``frames`` ([frame hex, link key hex] in turn): the reason of each
+ * ("ok" when admitted, with its tensors as float32 LE hex) and the final counters.
+ */
+window.verifierReasons = async function verifierReasons(config, frames) {
+  const known = config.known.map(hexToBytes);
+  const verifier = new FrameVerifier({
+    swarmId: hexToBytes(config.swarm_id), modelId: hexToBytes(config.model_id), ownKey: hexToBytes(config.own_key),
+    isKnown: (key) => known.some((k) => bytesEqual(k, key)), shapes: config.shapes, maxFrameSize: config.max_frame_size,
+    maxSessions: config.max_sessions,
+  }); // prettier-ignore
+  const reasons = [];
+  for (const [frameHex, linkHex] of frames) {
+    try {
+      const { tensors } = await verifier.admit(hexToBytes(frameHex), hexToBytes(linkHex));
+      reasons.push(["ok", tensors.map(f32hex)]);
+    } catch (exc) {
+      if (!(exc instanceof FrameRejected)) throw exc;
+      reasons.push([exc.reason, []]);
+    }
+  }
+  return { reasons, rejected: verifier.rejected, accepted: verifier.accepted };
+};
 
 /** Encode float32 LE hex tensors with ``codec`` -> hex. */
 window.encodeTensors = (codec, tensorHexes) =>

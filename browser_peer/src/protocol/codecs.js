@@ -33,7 +33,11 @@ export function encodedSize(codec, shapes) {
 /** Round a float32 to binary16 bits, ties to even; subnormals kept, overflow to infinity (numpy). */
 export function float32ToFloat16Bits(x) {
   f32[0] = x;
-  const bits = u32[0];
+  return float32BitsToFloat16Bits(u32[0]);
+}
+
+/** The same from the float32's bits, so NaN payloads convert exactly as numpy's do. */
+export function float32BitsToFloat16Bits(bits) {
   const sign = (bits >>> 16) & 0x8000;
   const exp = (bits >>> 23) & 0xff;
   const mant = bits & 0x7fffff;
@@ -63,15 +67,20 @@ export function float32ToFloat16Bits(x) {
 }
 
 export function float16BitsToFloat32(h) {
+  u32[0] = float16BitsToFloat32Bits(h);
+  return f32[0];
+}
+
+/** Widen binary16 bits to float32 bits (exact; NaN payloads kept as numpy keeps them). */
+export function float16BitsToFloat32Bits(h) {
   const sign = (h & 0x8000) << 16;
   const exp = (h >>> 10) & 0x1f;
   const mant = h & 0x3ff;
-  if (exp === 0) {
-    const magnitude = mant * 2 ** -24; // exact in float32
-    return sign ? -magnitude : magnitude;
-  }
-  u32[0] = exp === 0x1f ? sign | 0x7f800000 | (mant << 13) : sign | ((exp + 112) << 23) | (mant << 13);
-  return f32[0];
+  if (exp === 0x1f) return (sign | 0x7f800000 | (mant << 13)) >>> 0;
+  if (exp !== 0) return (sign | ((exp + 112) << 23) | (mant << 13)) >>> 0;
+  if (mant === 0) return sign >>> 0;
+  const shift = Math.clz32(mant) - 21; // normalize the subnormal: float32 has the range for it
+  return (sign | ((113 - shift) << 23) | (((mant << shift) & 0x3ff) << 13)) >>> 0;
 }
 
 /** numpy.rint: nearest integer, ties to even (Math.round rounds ties up). */
@@ -87,7 +96,7 @@ function int8Scale(t) {
     if (a > peak || Number.isNaN(a)) peak = a; // NaN propagates like np.max
     if (Number.isNaN(peak)) break;
   }
-  const scale = peak / 127;
+  const scale = Math.fround(peak / 127);
   return scale > 0 ? scale : 1.0; // all zeros, underflow (or NaN): 1.0
 }
 
@@ -106,7 +115,8 @@ export function encode(codec, tensors) {
       out.set(new Uint8Array(t.buffer, t.byteOffset, t.byteLength), offset);
       offset += t.byteLength;
     } else if (codec === CODEC.FLOAT16) {
-      for (let i = 0; i < t.length; i++, offset += 2) view.setUint16(offset, float32ToFloat16Bits(t[i]), true);
+      const bits = new Uint32Array(t.buffer, t.byteOffset, t.length); // bits, not numbers: NaN payloads survive
+      for (let i = 0; i < t.length; i++, offset += 2) view.setUint16(offset, float32BitsToFloat16Bits(bits[i]), true);
     } else {
       const scale = int8Scale(t);
       view.setFloat32(offset, scale, true);
@@ -135,9 +145,9 @@ export function decode(codec, bytes, shapes) {
       out.push(new Float32Array(bytes.slice(offset, offset + 4 * n).buffer)); // copy: aligned and owned
       offset += 4 * n;
     } else if (codec === CODEC.FLOAT16) {
-      const t = new Float32Array(n);
-      for (let i = 0; i < n; i++, offset += 2) t[i] = float16BitsToFloat32(view.getUint16(offset, true));
-      out.push(t);
+      const bits = new Uint32Array(n);
+      for (let i = 0; i < n; i++, offset += 2) bits[i] = float16BitsToFloat32Bits(view.getUint16(offset, true));
+      out.push(new Float32Array(bits.buffer));
     } else {
       const scale = view.getFloat32(offset, true);
       offset += 4;
