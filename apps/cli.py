@@ -1,4 +1,4 @@
-"""``swarm``: the command line of the gossip swarm (serve, publish, join, demo)."""
+"""``swarm``: the command line of the gossip swarm (serve, publish, export, join, demo)."""
 
 from __future__ import annotations
 
@@ -29,25 +29,89 @@ def _install_stop(stop: asyncio.Event) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
-    from signaling.app import default_browser_dir, make_app
+    from signaling.app import default_browser_dir, make_app, self_signed_certificate, tls_context
     from signaling.config import ServerConfig
 
-    config = ServerConfig(data_dir=Path(args.data_dir), public_url=args.public_url, browser_dir=default_browser_dir())
-    web.run_app(make_app(config), host=args.host, port=args.port, print=lambda *_: None)
+    data_dir = Path(args.data_dir)
+    if args.self_signed and (args.tls_cert or args.tls_key):
+        raise ValueError("give either --self-signed or --tls-cert/--tls-key, not both")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise ValueError("--tls-cert and --tls-key go together")
+    cert, key = (Path(args.tls_cert), Path(args.tls_key)) if args.tls_cert else (None, None)
+    if args.self_signed:
+        cert, key = self_signed_certificate(data_dir / "tls", [args.host, *(args.tls_name or [])])
+        print(f"self-signed certificate {cert} (browsers will ask to accept it; Python peers: SSL_CERT_FILE={cert})")
+    ssl_context = tls_context(cert, key) if cert and key else None
+    scheme = "https" if ssl_context else "http"
+    overrides = {"max_upload_bytes": int(args.max_upload_mb * 1024 * 1024)} if args.max_upload_mb else {}
+    config = ServerConfig(data_dir=data_dir, public_url=args.public_url, browser_dir=default_browser_dir(), **overrides)
+    print(f"serving {scheme}://{args.host}:{args.port}/ (swarm index at /swarms, no-code publishing at /peer/publish.html)")
+    web.run_app(make_app(config), host=args.host, port=args.port, ssl_context=ssl_context, print=lambda *_: None)
     return 0
+
+
+def _ice_server_list(specs: list[str] | None) -> list:
+    from protocols.signaling import IceServer
+
+    servers = []
+    for spec in specs or []:
+        url, *cred = spec.split(",")
+        if len(cred) not in (0, 2):
+            raise ValueError(f"--ice-server {spec!r}: use URL or URL,USERNAME,CREDENTIAL")
+        servers.append(IceServer(urls=[url], username=cred[0] if cred else None,
+                                 credential=cred[1] if cred else None))  # fmt: skip
+    return servers
+
+
+def _configs(args: argparse.Namespace) -> tuple:
+    """TrainingConfig and GossipConfig from the publish flags; a bad value names its flag."""
+    from pydantic import ValidationError
+
+    from protocols.manifest import GossipConfig, TrainingConfig
+
+    training = {"optimizer": args.optimizer, "learning_rate": args.learning_rate, "batch_size": args.batch_size,
+                "loss": args.loss, "metrics": args.metrics.split(",") if args.metrics else None,
+                "local_steps": args.local_steps, "target_accuracy": args.target_accuracy, "eval_every": args.eval_every,
+                "clipnorm": args.clipnorm, "l2": args.l2, "warmup_steps": args.warmup_steps}  # fmt: skip
+    gossip = {"degree": args.degree, "max_degree": args.max_degree, "codec": args.codec, "robust": args.robust}
+    out = []
+    for cls, values in ((TrainingConfig, training), (GossipConfig, gossip)):
+        try:
+            out.append(cls(**{k: v for k, v in values.items() if v is not None}))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            flag = "--" + str(first["loc"][0]).replace("_", "-") if first["loc"] else cls.__name__
+            raise ValueError(f"{flag}: {first['msg']}") from None
+    return out[0], out[1]
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
     from peer.identity import load_or_create
 
-    from .publish import default_publication, upload
+    from .publish import DataOptions, build_publication, parse_hidden, upload
 
+    training, gossip = _configs(args)
+    data = DataOptions(args.dataset, label_column=args.label_column, test_fraction=args.test_fraction, shards=args.shards,
+                       partition=args.partition, alpha=args.alpha, classes_per_shard=args.classes_per_shard)  # fmt: skip
+    hidden = parse_hidden(args.hidden) if args.hidden is not None else None
+    name = args.name or (Path(args.model).stem if args.model else "mnist-mlp" if args.dataset == "mnist" else "mlp")
     key = load_or_create(Path(args.identity) if args.identity else None)
-    hidden = [int(h) for h in args.hidden.split(",")] if args.hidden else [128]
-    pub = default_publication(key, name=args.name, swarm_id=args.swarm_id, hidden=hidden, shards=args.shards,
-                              partition=args.partition, alpha=args.alpha, seed=args.seed)  # fmt: skip
+    pub = build_publication(key, model=args.model, hidden=hidden, input_size=args.input_size, classes=args.classes,
+                            data=data, name=name, swarm_id=args.swarm_id, seed=args.seed, training=training,
+                            gossip=gossip, ice_servers=_ice_server_list(args.ice_server))  # fmt: skip
     reply = asyncio.run(upload(args.server, pub))
-    print(json.dumps(reply, indent=2))
+    if args.json:
+        print(json.dumps(reply, indent=2))
+    else:
+        print(f"swarm id:  {reply['swarm_id']}\nmodel id:  {reply['model_id']}\njoin link: {reply['join_url']}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_model
+
+    summary = export_model(args.source, Path(args.out))
+    print(json.dumps(summary, indent=2))
     return 0
 
 
@@ -68,7 +132,7 @@ def cmd_join(args: argparse.Namespace) -> int:
                                          credential=cred[1] if cred else None))  # fmt: skip
     config = PeerConfig(
         server=server, swarm_id=swarm_id, identity=args.identity, ice_addresses=args.ice_address or None,
-        ice_servers=ice_servers, degree=args.degree, data=args.data, metrics_out=args.metrics_out, checkpoint_dir=args.checkpoint_dir,
+        ice_servers=ice_servers, ice_relay_only=args.ice_relay_only, degree=args.degree, data=args.data, metrics_out=args.metrics_out, checkpoint_dir=args.checkpoint_dir,
         checkpoint_interval_s=args.checkpoint_interval, max_steps=args.max_steps, duration_s=args.duration,
         eval_limit=args.eval_limit, seed=args.seed, progress=not args.quiet,
     )  # fmt: skip
@@ -114,19 +178,64 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=8765)
     s.add_argument("--data-dir", default="swarm-data", help="where published manifests and blobs are stored")
     s.add_argument("--public-url", help="base URL used in join links (e.g. behind a reverse proxy)")
+    s.add_argument("--tls-cert", help="PEM certificate (chain) to serve HTTPS/WSS")
+    s.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    s.add_argument("--self-signed", action="store_true",
+                   help="serve HTTPS with a self-signed certificate kept in DATA_DIR/tls/ (made on first use; for a LAN)")  # fmt: skip
+    s.add_argument("--tls-name", action="append", metavar="NAME",
+                   help="extra host name or IP for the self-signed certificate (repeatable)")  # fmt: skip
+    s.add_argument("--max-upload-mb", type=float, help="largest publish upload in MiB (default 256)")
     s.set_defaults(func=cmd_serve)
 
-    s = sub.add_parser("publish", help="publish the default MNIST MLP swarm (or a no-code MLP) to a server")
+    s = sub.add_parser("publish", help="publish a model (Keras .h5, TF.js directory, or a no-code MLP) to a server",
+                       description="Publish a swarm. Without --model, a no-code MLP is built from --hidden "
+                                   "(default 128:relu) sized to the dataset. Prints the swarm id and join link.")  # fmt: skip
     s.add_argument("server", help="signaling server base URL, e.g. http://127.0.0.1:8765")
-    s.add_argument("--name", default="mnist-mlp")
-    s.add_argument("--swarm-id", help="32 hex chars (default: random)")
-    s.add_argument("--hidden", help="hidden layer sizes, e.g. 128 or 256,64")
-    s.add_argument("--shards", type=int, default=4)
-    s.add_argument("--partition", choices=["iid", "dirichlet"], default="iid")
-    s.add_argument("--alpha", type=float, default=0.5)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--name", help="swarm name shown on the index page (default: from the model)")
+    s.add_argument("--swarm-id", help="32 hex chars (default: random; reuse one to publish a new version)")
     s.add_argument("--identity", help="publisher key file (default: ~/.config/gossip-swarm/identity.key)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the initial weights, split and sharding")
+    s.add_argument("--json", action="store_true", help="print the server's reply as JSON")
+    g = s.add_argument_group("model (one source)")
+    g.add_argument("--model", help="Keras .h5 file, or TF.js layers directory (model.json + weight files)")
+    g.add_argument("--hidden", help="no-code MLP hidden layers UNITS[:ACTIVATION],... e.g. 128 or 256:relu,64:tanh")
+    g.add_argument("--input-size", type=int, help="no-code MLP input features (default: the dataset's)")
+    g.add_argument("--classes", type=int, help="no-code MLP output classes (default: the dataset's)")
+    g = s.add_argument_group("dataset")
+    g.add_argument("--dataset", default="mnist",
+                   help="mnist (built-in digits), none (peers bring --data), or a .npz (x, y) / .csv file")  # fmt: skip
+    g.add_argument("--label-column", default="label", help="CSV column (name or 0-based index) holding the class")
+    g.add_argument("--test-fraction", type=float, default=0.2, help="share of every class held out for testing")
+    g.add_argument("--shards", type=int, default=4, help="training shards (the server hands each peer the least-used)")
+    g.add_argument("--partition", choices=["iid", "dirichlet", "by_class"], default="iid")
+    g.add_argument("--alpha", type=float, default=0.5, help="Dirichlet label-skew concentration (smaller: more skew)")
+    g.add_argument("--classes-per-shard", type=int, default=2, help="by_class partition: classes in each shard")
+    g = s.add_argument_group("training")
+    g.add_argument("--optimizer", choices=["adam", "sgd", "rmsprop"])
+    g.add_argument("--learning-rate", type=float)
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--loss", choices=["sparse_categorical_crossentropy"])
+    g.add_argument("--metrics", help="comma-separated; only accuracy for now")
+    g.add_argument("--local-steps", type=int, help="local steps between gossip exchanges (default 50)")
+    g.add_argument("--target-accuracy", type=float)
+    g.add_argument("--eval-every", type=int, help="local steps between test evaluations")
+    g.add_argument("--clipnorm", type=float, help="clip each gradient tensor to this L2 norm")
+    g.add_argument("--l2", type=float, help="L2 penalty on kernels: loss += L2 * sum(w**2)")
+    g.add_argument("--warmup-steps", type=int, help="linear learning-rate warm-up over this many local steps")
+    g = s.add_argument_group("gossip and network")
+    g.add_argument("--degree", type=int, help="target number of neighbors (default 4)")
+    g.add_argument("--max-degree", type=int)
+    g.add_argument("--codec", choices=["float32", "float16", "int8"])
+    g.add_argument("--robust", choices=["none", "clip"])
+    g.add_argument("--ice-server", action="append", metavar="URL[,USER,CREDENTIAL]",
+                   help="STUN/TURN server for every peer of the swarm (repeatable), e.g. turn:host:3478,u,p")  # fmt: skip
     s.set_defaults(func=cmd_publish)
+
+    s = sub.add_parser("export", help="save a peer's model as Keras .h5 and TF.js layers format")
+    s.add_argument("source", help="a peer's checkpoint directory (model.h5, state.json), or a join link "
+                                  "(exports the swarm's published model)")  # fmt: skip
+    s.add_argument("--out", required=True, help="output directory (model.h5, tfjs/, export.json)")
+    s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("join", help="join a swarm by its link and train")
     s.add_argument("url", help="join link printed by the publisher, http(s)://HOST:PORT/s/<swarm id>")
@@ -135,6 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="host candidate address to offer (repeatable); 127.0.0.1 for a loopback mesh")  # fmt: skip
     s.add_argument("--ice-server", action="append", metavar="URL[,USER,CREDENTIAL]",
                    help="STUN/TURN server replacing the swarm's list (repeatable), e.g. turn:host:3478,u,p")  # fmt: skip
+    s.add_argument("--ice-relay-only", action="store_true",
+                   help="use TURN relay candidates only (the swarm's or --ice-server TURN servers)")
     s.add_argument("--degree", type=int, help="target number of neighbors (default: the swarm's)")
     s.add_argument("--data", type=Path, help="train on a local .npz (x, y) instead of the published shard")
     s.add_argument("--metrics-out", type=Path, help="append metrics as JSON lines here")
@@ -172,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return int(args.func(args))
-    except (ValueError, RuntimeError, ConnectionError, FileNotFoundError) as exc:
+    except (ValueError, RuntimeError, OSError) as exc:
         print(f"swarm {args.command}: {exc}", file=sys.stderr)
         return 2
 

@@ -18,6 +18,7 @@ class PeerConfig(BaseModel):
     identity: Path | None = None  # default: ~/.config/gossip-swarm/identity.key
     ice_addresses: list[str] | None = None  # host candidate addresses (127.0.0.1 for loopback meshes)
     ice_servers: list[IceServer] | None = None  # default: the swarm's
+    ice_relay_only: bool = False  # only TURN relay candidates (needs a TURN server in ice_servers)
     degree: int | None = None  # default: the swarm's gossip.degree
     data: Path | None = None  # local .npz (x, y) instead of the published shard
     metrics_out: Path | None = None

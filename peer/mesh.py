@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCIceServer, RTCIceTransportPolicy, RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel
@@ -58,6 +58,7 @@ class MeshConfig:
     retry_after: float = 5.0
     client: str = "python"
     only_peers: set[str] | None = None  # connect only to these peer ids (FedAvg clients -> aggregator)
+    relay_only: bool = False  # gather TURN relay candidates only (strict NATs, or proving the relay works)
 
 
 @dataclass
@@ -221,7 +222,8 @@ class Mesh:
     def _new_link(self, info: PeerInfo) -> PeerLink:
         servers = [RTCIceServer(urls=s.urls, username=s.username, credential=s.credential)
                    for s in self.config.ice_servers or []]  # fmt: skip
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
+        policy = RTCIceTransportPolicy.RELAY if self.config.relay_only else RTCIceTransportPolicy.ALL
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=servers, iceTransportPolicy=policy))
         link = PeerLink(info, pc, max_frame_size=self.max_frame_size, on_frame=self.on_frame,
                         on_closed=self._on_link_closed, on_chunk_error=self._chunk_error)  # fmt: skip
         self.links[info.peer_id] = link

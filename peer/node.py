@@ -136,7 +136,8 @@ class PeerNode:
             assert g.aggregator is not None
             only = {peer_id_of(bytes.fromhex(g.aggregator))}
             return MeshConfig(degree=1, max_degree=1, ice_servers=self.config.ice_servers, only_peers=only)
-        return MeshConfig(degree=self.config.degree or g.degree, max_degree=g.max_degree, ice_servers=self.config.ice_servers)
+        return MeshConfig(degree=self.config.degree or g.degree, max_degree=g.max_degree, ice_servers=self.config.ice_servers,
+                          relay_only=self.config.ice_relay_only)  # fmt: skip
 
     def _engine(self, manifest: Manifest, trainer: Any, mesh: Mesh) -> Any:
         role = self._role(manifest)

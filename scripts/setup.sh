@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up: .venv with the locked Python packages, the npm packages,
-# and (with --browser) Debian's chromium for the browser tests.
+# and (with --browser) what the tests need from Debian: chromium for the browser tests,
+# coturn for the TURN relay test.
 # Fast when nothing changed: each step is skipped while its inputs' hash is unchanged.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,7 @@ need_apt=()
 command -v node >/dev/null || need_apt+=(nodejs npm)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 if [[ $want_browser -eq 1 && ! -x /usr/bin/chromium ]]; then need_apt+=(chromium); fi
+if [[ $want_browser -eq 1 ]] && ! command -v turnserver >/dev/null; then need_apt+=(coturn); fi
 if [[ ${#need_apt[@]} -gt 0 ]]; then
   echo "setup: installing Debian packages: ${need_apt[*]}"
   as_root apt-get update -qq
