@@ -7,16 +7,23 @@ Handlers are plain functions over typed app state; every message from a client i
 from __future__ import annotations
 
 import asyncio
+import datetime
+import ipaddress
 import logging
+import math
 import os
 import secrets
+import ssl
 from pathlib import Path
+from typing import Any
 
 from aiohttp import BodyPartReader, WSMsgType, web
 from pydantic import BaseModel
 
-from protocols.crypto import join_message, peer_id_of, verify
+from protocols.crypto import join_message, peer_id_of, sha256, verify
+from protocols.dataset import decode_shard
 from protocols.errors import ProtocolError, SignatureError
+from protocols.manifest import MAX_MANIFEST_BYTES, Manifest, parse_envelope
 from protocols.signaling import (
     Answer,
     Candidate,
@@ -37,6 +44,8 @@ from protocols.signaling import (
 )
 
 from .config import ServerConfig
+from .pages import swarm_index
+from .limits import AddressLimits
 from .registry import Member, Registry, TokenBucket
 from .store import ContentStore, PublishError
 
@@ -45,6 +54,7 @@ log = logging.getLogger("signaling")
 CONFIG = web.AppKey("config", ServerConfig)
 STORE = web.AppKey("store", ContentStore)
 REGISTRY = web.AppKey("registry", Registry)
+LIMITS = web.AppKey("limits", AddressLimits)
 
 
 async def _send(ws: web.WebSocketResponse, message: BaseModel) -> None:
@@ -170,7 +180,18 @@ async def _serve_member(request: web.Request, ws: web.WebSocketResponse, member:
                 await _send(ws, error)
 
 
-async def ws_handler(request: web.Request) -> web.WebSocketResponse:
+async def ws_handler(request: web.Request) -> web.StreamResponse:
+    address = request.remote or "unknown"
+    refused = request.app[LIMITS].connect(address)
+    if refused is not None:
+        return _json_error(429, ErrorCode.RATE_LIMITED, f"too many connections from {address}: {refused}")
+    try:
+        return await _ws_session(request)
+    finally:
+        request.app[LIMITS].disconnect(address)
+
+
+async def _ws_session(request: web.Request) -> web.WebSocketResponse:
     cfg = request.app[CONFIG]
     ws = web.WebSocketResponse(heartbeat=cfg.heartbeat_s, max_msg_size=cfg.max_frame_bytes)
     await ws.prepare(request)
@@ -222,6 +243,9 @@ def join_url(request: web.Request, swarm_id: str) -> str:
 async def publish(request: web.Request) -> web.Response:
     """Multipart: field ``manifest`` (signed envelope JSON), then ``blob`` parts named by digest."""
     cfg = request.app[CONFIG]
+    refused = request.app[LIMITS].upload(request.remote or "unknown")
+    if refused is not None:
+        return _json_error(429, ErrorCode.RATE_LIMITED, f"too many uploads: {refused}; try again later")
     if not request.content_type.startswith("multipart/"):
         return _json_error(400, "bad_request", "POST multipart/form-data with a `manifest` field and `blob` parts")
     reader = await request.multipart()
@@ -243,6 +267,9 @@ async def publish(request: web.Request) -> web.Response:
             return _json_error(400, "bad_request", f"unexpected form field {part.name!r}")
     if envelope is None:
         return _json_error(400, "bad_request", "the `manifest` field is missing")
+    misfit = _dataset_misfit(envelope, blobs)
+    if misfit is not None:
+        return _json_error(400, "rejected", f"{misfit}; nothing stored")
     try:
         signed, manifest = request.app[STORE].publish(envelope, blobs, cfg.max_swarms)
     except PublishError as exc:
@@ -267,13 +294,116 @@ def _json_error(status: int, code: str, message: str) -> web.Response:
 
 
 async def list_swarms(request: web.Request) -> web.Response:
+    """Published swarms; ``?details=1`` adds the index page's columns (model, dataset, best_accuracy)."""
+    keys = ("swarm_id", "name", "model_id", "peers", "join_url")
+    rows = _swarm_rows(request)
+    if request.query.get("details") != "1":
+        rows = [{k: r[k] for k in keys} for r in rows]
+    return web.json_response({"swarms": rows})
+
+
+def _swarm_rows(request: web.Request) -> list[dict[str, Any]]:
+    """One row per published swarm (the index page and /api/swarms).
+
+    ``best_accuracy`` is the hook for the contribution board: None until peers report it.
+    """
     rooms = request.app[REGISTRY].rooms
-    items = [
-        {"swarm_id": sid, "name": m.name, "model_id": s.model_id,
-         "peers": len(rooms[sid].members) if sid in rooms else 0, "join_url": join_url(request, sid)}
-        for sid, (s, m) in request.app[STORE].swarms().items()
-    ]  # fmt: skip
-    return web.json_response({"swarms": items})
+    rows = []
+    for sid, (signed, m) in request.app[STORE].swarms().items():
+        ds = m.dataset
+        rows.append({
+            "swarm_id": sid, "name": m.name, "model_id": signed.model_id,
+            "peers": len(rooms[sid].members) if sid in rooms else 0, "join_url": join_url(request, sid),
+            "model": model_summary(m),
+            "dataset": None if ds is None else {"name": ds.name, "partition": ds.partition, "shards": len(ds.train_shards),
+                                                "train_samples": sum(r.num_samples for r in ds.train_shards)},
+            "best_accuracy": None,
+        })  # fmt: skip
+    return rows
+
+
+def _topology_layers(topology: dict[str, Any]) -> list[dict[str, Any]]:
+    inner = topology.get("model_config", topology)
+    layers = inner.get("config", {}).get("layers", []) if isinstance(inner, dict) else []
+    return [layer for layer in layers if isinstance(layer, dict)]
+
+
+def model_summary(manifest: Manifest) -> dict[str, Any]:
+    """Layers (without the input layer), parameter count and a one-line description of the model."""
+    layers = [l for l in _topology_layers(manifest.model.topology) if l.get("class_name") != "InputLayer"]
+    params = sum(math.prod(w.shape) for w in manifest.model.weights)
+    parts = []
+    for layer in layers:
+        cfg = layer.get("config", {})
+        units = cfg.get("units", cfg.get("filters"))
+        act = cfg.get("activation")
+        parts.append(f"{layer.get('class_name')}({units}{', ' + act if act else ''})" if units else str(layer.get("class_name")))
+    return {"layers": len(layers), "params": params, "summary": " > ".join(parts)[:300] or None}
+
+
+def _input_shape(topology: dict[str, Any]) -> list[int] | None:
+    layers = _topology_layers(topology)
+    cfg = layers[0].get("config", {}) if layers else {}
+    shape = cfg.get("batch_input_shape") or cfg.get("batchInputShape")
+    return list(shape[1:]) if isinstance(shape, list) and len(shape) > 1 else None
+
+
+def _dataset_misfit(envelope: bytes, blobs: dict[str, bytes]) -> str | None:
+    """Why the uploaded dataset does not fit the model, or None.
+
+    The store checks signatures and digests; this checks meaning: every uploaded shard holds
+    examples of the manifest's ``input_shape`` with labels below ``num_classes``, and that shape
+    is the model's input when the topology states it. Manifests that do not parse are left to
+    the store (which names the fault).
+    """
+    try:
+        manifest = parse_envelope(envelope).verify()
+    except ProtocolError:
+        return None
+    ds = manifest.dataset
+    if ds is None:
+        return None
+    model_in = _input_shape(manifest.model.topology)
+    if model_in is not None and model_in != ds.input_shape and math.prod(model_in) != math.prod(ds.input_shape):
+        return f"dataset input shape {ds.input_shape} does not fit the model's input {model_in}"
+    for ref in [*ds.train_shards, ds.test]:
+        data = blobs.get(ref.digest)
+        if data is None or len(data) != ref.size or sha256(data).hex() != ref.digest:
+            continue  # absent (already stored) or corrupt: the store refuses the latter by name
+        try:
+            x, y = decode_shard(data)
+        except ProtocolError as exc:
+            return f"dataset shard {ref.digest[:12]}… is not a shard: {exc}"
+        if list(x.shape[1:]) != ds.input_shape or len(y) != ref.num_samples:
+            return f"dataset shard {ref.digest[:12]}… holds {len(y)} examples of shape {list(x.shape[1:])}, manifest says {ref.num_samples} of {ds.input_shape}"
+        if len(y) and int(y.max()) >= ds.num_classes:
+            return f"dataset shard {ref.digest[:12]}… has label {int(y.max())}, the model has {ds.num_classes} classes"
+    return None
+
+
+async def publish_limits(request: web.Request) -> web.Response:
+    """What a publisher may upload (clients check before sending)."""
+    cfg = request.app[CONFIG]
+    return web.json_response({"max_upload_bytes": cfg.max_upload_bytes, "max_manifest_bytes": MAX_MANIFEST_BYTES,
+                              "max_swarms": cfg.max_swarms, "swarms": len(request.app[STORE].swarms())})  # fmt: skip
+
+
+async def list_datasets(request: web.Request) -> web.Response:
+    """Datasets already hosted here (from published manifests), for the no-code publisher to reuse.
+
+    A new manifest may reference these shard blobs without uploading them again; the store
+    accepts referenced blobs it already holds. One entry per distinct test shard.
+    """
+    seen: dict[str, dict[str, Any]] = {}
+    for _, m in request.app[STORE].swarms().values():
+        ds = m.dataset
+        if ds is not None and ds.test.digest not in seen:
+            seen[ds.test.digest] = {"spec": ds.model_dump(mode="json"), "from_swarm": m.swarm_id, "swarm_name": m.name}
+    return web.json_response({"datasets": sorted(seen.values(), key=lambda d: d["spec"]["name"])})
+
+
+async def index_page(request: web.Request) -> web.Response:
+    return web.Response(text=swarm_index(_swarm_rows(request)), content_type="text/html")
 
 
 async def get_swarm(request: web.Request) -> web.Response:
@@ -304,11 +434,20 @@ async def join_page(request: web.Request) -> web.StreamResponse:
 def make_app(config: ServerConfig) -> web.Application:
     app = web.Application(client_max_size=config.max_upload_bytes)
     app[CONFIG] = config
+    app[LIMITS] = AddressLimits(
+        max_connections=config.max_connections_per_address, connects_per_second=config.connects_per_second_per_address,
+        connect_burst=config.connect_burst_per_address, uploads_per_minute=config.uploads_per_minute_per_address,
+        exempt_loopback=config.exempt_loopback,
+    )  # fmt: skip
     app[STORE] = ContentStore(config.data_dir)
     app[REGISTRY] = Registry()
     app.router.add_get("/health", health)
     app.router.add_get("/ws", ws_handler)
+    app.router.add_get("/", index_page)
+    app.router.add_get("/swarms", index_page)
+    app.router.add_get("/api/publish", publish_limits)
     app.router.add_post("/api/publish", publish)
+    app.router.add_get("/api/datasets", list_datasets)
     app.router.add_get("/api/swarms", list_swarms)
     app.router.add_get("/api/swarms/{swarm_id}", get_swarm)
     app.router.add_get("/content/{digest}", get_content)
@@ -329,3 +468,59 @@ async def _close_sockets(app: web.Application) -> None:
 def default_browser_dir() -> Path | None:
     here = Path(os.environ.get("SWARM_BROWSER_DIR", Path(__file__).resolve().parent.parent / "browser_peer"))
     return here if here.is_dir() else None
+
+
+def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """A server TLS context from PEM files; a missing or mismatched pair raises ValueError."""
+    for path in (cert, key):
+        if not Path(path).is_file():
+            raise ValueError(f"TLS file {path} does not exist")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        ctx.load_cert_chain(str(cert), str(key))
+    except ssl.SSLError as exc:
+        raise ValueError(f"TLS certificate {cert} and key {key} do not load as a pair: {exc.reason or exc}") from None
+    return ctx
+
+
+def self_signed_certificate(directory: Path, names: list[str], days: int = 825) -> tuple[Path, Path]:
+    """``directory/cert.pem`` and ``key.pem`` for a LAN server, made once and reused.
+
+    The certificate is its own CA (basicConstraints CA:true), so clients can pin it as their
+    trust root (``SSL_CERT_FILE``, or ``ssl.create_default_context(cafile=...)``). Subject
+    alternative names: ``names`` plus localhost and 127.0.0.1.
+    """
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    if cert_path.is_file() and key_path.is_file():
+        return cert_path, key_path
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    sans: list[x509.GeneralName] = []
+    for name in dict.fromkeys([*names, "localhost", "127.0.0.1"]):
+        if not name or name in ("0.0.0.0", "::"):
+            continue
+        try:
+            sans.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            sans.append(x509.DNSName(name))
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0] if names and names[0] not in ("0.0.0.0", "::") else "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    directory.mkdir(parents=True, exist_ok=True)
+    key_bytes = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key_bytes)
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return cert_path, key_path

@@ -22,4 +22,9 @@ class ServerConfig(BaseModel):
     max_swarms: int = 1000
     messages_per_second: float = 200.0  # token bucket per connection
     burst: int = 400
+    max_connections_per_address: int = 64
+    connects_per_second_per_address: float = 5.0
+    connect_burst_per_address: int = 40
+    uploads_per_minute_per_address: float = 10.0
+    exempt_loopback: bool = True  # behind a reverse proxy every client is 127.0.0.1: limit at the proxy
     browser_dir: Path | None = None  # browser_peer/ to serve at /peer/ (issue 3)

@@ -655,3 +655,35 @@ async def test_rate_limit(http: aiohttp.ClientSession, start: StartServer, publi
     await a.send(Offer(to=b.peer_id, sdp=SDP))  # still limited: not relayed
     await a.expect_error("rate_limited")
     await b.quiet()  # another connection has its own bucket
+
+
+async def test_per_address_connection_limits(http: aiohttp.ClientSession, start: StartServer, publisher: Ed25519PrivateKey) -> None:
+    server = await start(exempt_loopback=False, max_connections_per_address=3, connect_burst_per_address=100)
+    pub = tiny_publication(publisher)
+    await publish(http, server, pub)
+    open_sockets = [await http.ws_connect(server.ws_url) for _ in range(3)]
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await http.ws_connect(server.ws_url)
+    assert refused.value.status == 429
+    await open_sockets.pop().close()  # a slot frees when a connection ends
+    await asyncio.sleep(0.2)
+    open_sockets.append(await http.ws_connect(server.ws_url))
+    for ws in open_sockets:
+        await ws.close()
+    async with http.get(f"{server.base}/health") as resp:
+        assert resp.status == 200  # everyone else is still served
+
+
+async def test_per_address_connect_rate_and_upload_limits(http: aiohttp.ClientSession, start: StartServer, publisher: Ed25519PrivateKey) -> None:
+    server = await start(exempt_loopback=False, connects_per_second_per_address=0.01, connect_burst_per_address=2,
+                         uploads_per_minute_per_address=1)  # fmt: skip
+    for _ in range(2):
+        await (await http.ws_connect(server.ws_url)).close()
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await http.ws_connect(server.ws_url)
+    assert refused.value.status == 429
+    await publish(http, server, tiny_publication(publisher))
+    before = stored_files(server.data_dir)
+    status, body = await post_publish(http, server, envelope_json(tiny_publication(publisher).signed), [])
+    assert (status, body["error"]) == (429, "rate_limited") and "uploads per minute" in body["message"]
+    assert stored_files(server.data_dir) == before
