@@ -30,9 +30,11 @@ export class Mesh {
     this.stats = { chunkRejects: {}, signalingErrors: [] };
     this._ws = null;
     this._retryAt = new Map();
+    this.banned = new Map(); // peer id -> until (performance.now())
     this._closing = false;
     this._dispatchChain = Promise.resolve();
     this._welcome = null;
+    this.closedBytes = { sent: 0, received: 0 }; // of links that are gone, so totals never drop
   }
 
   async start() {
@@ -44,6 +46,17 @@ export class Mesh {
   }
 
   acceptLinks() { this.ready = true; }
+
+  /** Disconnect a misbehaving peer and refuse it, both ways, for a while. */
+  ban(peerId, ms = 300000) {
+    this.banned.set(peerId, performance.now() + ms);
+    const link = this.links.get(peerId);
+    if (link) link.close();
+  }
+
+  isBanned(peerId) {
+    return (this.banned.get(peerId) || 0) > performance.now();
+  }
 
   openLinks() { return [...this.links.values()].filter((l) => l.state === LinkState.OPEN); }
 
@@ -121,8 +134,10 @@ export class Mesh {
       case "error":
         this.stats.signalingErrors.push(msg.code);
         console.warn(`signaling error ${msg.code}: ${msg.message}`);
-        if (this._welcome && ["bad_proof", "unknown_swarm", "swarm_full"].includes(msg.code)) {
-          this._welcome.reject(new Error(`cannot join: ${msg.message}`));
+        if (this._welcome && ["bad_proof", "unknown_swarm", "swarm_full", "already_joined"].includes(msg.code)) {
+          const err = new Error(`cannot join: ${msg.message}`);
+          err.code = msg.code;
+          this._welcome.reject(err);
           this._welcome = null;
         }
         break;
@@ -166,6 +181,8 @@ export class Mesh {
 
   _onLinkClosed(link) {
     if (this.links.get(link.peerId) === link) this.links.delete(link.peerId);
+    this.closedBytes.sent += link.bytesSent;
+    this.closedBytes.received += link.bytesReceived;
     this._retryAt.set(link.peerId, performance.now() + this.config.retryAfterMs);
     this.onEvent("links", {});
   }
@@ -181,7 +198,7 @@ export class Mesh {
   async _onOffer(msg) {
     const sender = msg.from || "";
     const info = this.known.get(sender);
-    if (!info || !this.ready) return; // the offerer times out and retries
+    if (!info || !this.ready || this.isBanned(sender)) return; // the offerer times out and retries
     const existing = this.links.get(sender);
     if (existing) {
       const glare = existing.pc.signalingState === "have-local-offer";
@@ -241,7 +258,7 @@ export class Mesh {
     if (!this.connected || !this.ready) return;
     const now = performance.now();
     const candidates = [...this.known.values()].filter(
-      (p) => !this.links.has(p.peer_id) && (this._retryAt.get(p.peer_id) || 0) <= now);
+      (p) => !this.links.has(p.peer_id) && (this._retryAt.get(p.peer_id) || 0) <= now && !this.isBanned(p.peer_id));
     let missing = this.config.degree - this.links.size;
     while (missing > 0 && candidates.length > 0) {
       const [info] = candidates.splice(Math.floor(Math.random() * candidates.length), 1);

@@ -2,7 +2,7 @@
 // The dashboard only reads `snapshot()`; tests read the same object through window.swarmPeer.
 import { ClippedPairAverage, pairAverage } from "./averaging.js";
 import { decodeShard } from "./dataset.js";
-import { GossipEngine, Lock, Outcome } from "./gossip.js";
+import { GossipEngine, Lock, Outcome, withTimeout } from "./gossip.js";
 import { fetchBlob, fetchManifest } from "./manifest.js";
 import { Mesh } from "./mesh.js";
 import { hexToBytes } from "./protocol/bytes.js";
@@ -89,6 +89,7 @@ export class BrowserPeer {
     const clip = manifest.gossip.robust === "clip" ? new ClippedPairAverage(manifest.gossip.clip_multiplier) : null;
     this.clip = clip;
     this.engine = new GossipEngine(model, clip ? (...a) => clip.average(...a) : pairAverage);
+    this.engine.clip = clip;
     this.verifier = new FrameVerifier({
       swarmId: hexToBytes(this.swarmId), modelId: hexToBytes(modelId), ownKey: this.identity.publicKey,
       isKnown: (key) => [...this.mesh.links.values()].some((l) => equalBytes(l.remoteKey, key)),
@@ -99,7 +100,12 @@ export class BrowserPeer {
       metrics: this.metrics, links: () => this.mesh.links, codec: CODEC[manifest.gossip.codec.toUpperCase()],
       shapes: this.trainer.shapes,
     });
+    this.transport.onMisbehaving = (peerId, why) => {
+      this.log(`banned ${peerId.slice(0, 8)} for 5 minutes: ${why}`);
+      this.mesh.ban(peerId);
+    };
     this.mesh.acceptLinks();
+    if (manifest.gossip.method === "gossip" && welcome.peers.length > 0) await this._pullFirst();
     this.status = "training";
     this._loop();
   }
@@ -125,6 +131,31 @@ export class BrowserPeer {
       this.mesh = new Mesh(this.identity, wsUrl, this.swarmId, config, handlers);
       return await this.mesh.start();
     }
+  }
+
+  /** Start from the most trained neighbor's model, as the Python peer does (peer/node.py). */
+  async _pullFirst() {
+    this.status = "catching up with the swarm";
+    const deadline = performance.now() + 10000;
+    while (this.mesh.openLinks().length === 0 && performance.now() < deadline) await sleep(200);
+    if (this.mesh.openLinks().length > 0) await sleep(1000);
+    const timeout = this.manifest.gossip.exchange_timeout_s * 1000;
+    const replies = await Promise.all(this.mesh.openLinks().slice(0, 3).map(async (link) => {
+      try {
+        return [link.peerId, await withTimeout(this.transport.pull(link.peerId), timeout, "pull")];
+      } catch {
+        return [link.peerId, null];
+      }
+    }));
+    const got = replies.filter(([, u]) => u);
+    if (got.length === 0) {
+      this.log("no neighbor to pull from: training from the published initial weights");
+      return;
+    }
+    const [peerId, update] = got.reduce((a, b) => (b[1].step > a[1].step ? b : a));
+    await this.trainer.lock.run(() => this.trainer.assign(update.weights, this.trainer.gossipWeight));
+    this.pulledFrom = peerId;
+    this.log(`pulled the model of ${peerId.slice(0, 8)} (step ${update.step}) before training`);
   }
 
   get peerId() { return this.mesh ? this.mesh.peerId : null; }
@@ -169,8 +200,13 @@ export class BrowserPeer {
     if (open.length === 0) return;
     const peer = open[Math.floor(Math.random() * open.length)].peerId;
     const outcome = await this.engine.initiate(peer, this.transport, timeout);
-    if (outcome === Outcome.MERGED) this.exchangesDone += 1;
-    else await sleep(Math.random() * 50); // desynchronize retries after a decline
+    if (outcome === Outcome.MERGED) {
+      this.exchangesDone += 1;
+      this.transport.checkClipping(peer);
+    } else if (outcome === Outcome.TIMEOUT) {
+      this.mesh.links.get(peer)?.close(); // a neighbor that stops answering is dropped, not waited for
+    }
+    if (outcome !== Outcome.MERGED) await sleep(Math.random() * 50); // desynchronize retries after a decline
   }
 
   pause() { this.running = false; }
@@ -200,7 +236,7 @@ export class BrowserPeer {
       bytesReceived: links.reduce((s, l) => s + l.bytesReceived, 0) + (this.mesh ? this.mesh.closedBytes.received : 0),
       rejected: { ...this.metrics.rejected },
       acceptedFrom: { ...this.metrics.acceptedFrom },
-      clipped: this.clip ? this.clip.clipped : 0,
+      clipped: this.clip ? this.clip.clipped : 0, bans: this.metrics.bans || 0, pulledFrom: this.pulledFrom || null,
       events: this.events.slice(),
     };
   }

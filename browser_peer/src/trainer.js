@@ -105,6 +105,15 @@ export class Trainer {
     this._cursor = 0;
   }
 
+  /** Train on a contributor's own examples from now on (checked against the model's shape). */
+  setTrainingData(data) {
+    if (data.shape.reduce((a, b) => a * b, 1) !== this.inputSize) throw new Error("examples do not fit the model's input");
+    this.train = data;
+    this.gossipWeight = data.n;
+    this._order = this._permutation();
+    this._cursor = 0;
+  }
+
   _manifestOrder() {
     const byName = new Map(this.model.weights.map((w) => [w.originalName, w]));
     const names = this.manifest.model.weights.map((w) => w.name);

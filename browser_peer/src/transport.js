@@ -8,6 +8,29 @@ import { FrameRejected } from "./verifier.js";
 
 const MAX_PENDING = 64;
 const MAX_RESIDUALS = 256;
+// the same limits as peer/transport.py
+const FRAME_RATE = 20; // frames per second per neighbor, sustained
+const FRAME_BURST = 40;
+const STRIKES_TO_BAN = 10;
+const STRIKE_WINDOW_MS = 60000;
+const PULL_INTERVAL_MS = 10000;
+const HARD_CLIP_RATIO = 4;
+const NOT_STRIKES = new Set(["unexpected", "rate_limited"]);
+
+class TokenBucket {
+  constructor(rate, burst) {
+    Object.assign(this, { rate, burst, tokens: burst, updated: performance.now() });
+  }
+
+  take() {
+    const now = performance.now();
+    this.tokens = Math.min(this.burst, this.tokens + ((now - this.updated) / 1000) * this.rate);
+    this.updated = now;
+    if (this.tokens < 1) return false;
+    this.tokens -= 1;
+    return true;
+  }
+}
 
 function randomU64() {
   const b = crypto.getRandomValues(new Uint32Array(2));
@@ -23,6 +46,47 @@ export class MeshTransport {
     this._pending = new Map(); // `${peerId}/${exchangeId}` -> resolve
     this._residual = new Map();
     this.lastDistance = null;
+    this._buckets = new Map();
+    this._strikes = new Map();
+    this._pullsServed = new Map();
+    this.onMisbehaving = () => {}; // the mesh bans
+  }
+
+  _count(reason) {
+    this.metrics.rejected[reason] = (this.metrics.rejected[reason] || 0) + 1;
+  }
+
+  /** One piece of misbehaviour; too many within the window and the peer is banned. */
+  strike(peerId, why) {
+    const now = performance.now();
+    const strikes = (this._strikes.get(peerId) || []).filter((t) => now - t <= STRIKE_WINDOW_MS);
+    strikes.push(now);
+    this._strikes.set(peerId, strikes);
+    if (strikes.length >= STRIKES_TO_BAN) {
+      this._strikes.delete(peerId);
+      this.metrics.bans = (this.metrics.bans || 0) + 1;
+      this.onMisbehaving(peerId, why);
+    }
+  }
+
+  checkClipping(peerId) {
+    const ratio = this.engine.clip ? this.engine.clip.lastRatio : 1;
+    if (ratio > HARD_CLIP_RATIO) this.strike(peerId, `model ${ratio.toFixed(0)}x beyond the clipping radius`);
+  }
+
+  /** Ask a neighbor for its current model (a joining peer starts from the swarm's state). */
+  async pull(peerId) {
+    const link = this.links().get(peerId);
+    if (!link) throw new Error(`no link to ${peerId.slice(0, 8)}`);
+    const exchangeId = ++this._exchange;
+    const key = `${peerId}/${exchangeId}`;
+    const reply = new Promise((resolve) => this._pending.set(key, resolve));
+    try {
+      await this.send(link, FRAME_KIND.PULL_REQUEST, exchangeId, null);
+      return await reply;
+    } finally {
+      this._pending.delete(key);
+    }
   }
 
   /** Lossy codecs: send w + r and keep r <- (w + r) - decode(encode(w + r)) per neighbor. */
@@ -67,12 +131,19 @@ export class MeshTransport {
 
   // ---- incoming -------------------------------------------------------------------------
   async onFrame(link, data) {
+    let bucket = this._buckets.get(link.peerId);
+    if (!bucket) this._buckets.set(link.peerId, (bucket = new TokenBucket(FRAME_RATE, FRAME_BURST)));
+    if (!bucket.take()) {
+      this._count("rate_limited"); // dropped before any parsing or crypto
+      return;
+    }
     let frame, tensors;
     try {
       ({ frame, tensors } = await this.verifier.admit(data, link.remoteKey));
     } catch (err) {
       const reason = err instanceof FrameRejected ? err.reason : "malformed";
-      this.metrics.rejected[reason] = (this.metrics.rejected[reason] || 0) + 1;
+      this._count(reason);
+      if (!NOT_STRIKES.has(reason)) this.strike(link.peerId, reason);
       return;
     }
     const h = frame.header;
@@ -81,21 +152,28 @@ export class MeshTransport {
     const update = tensors.length ? { weights: tensors, weight: h.sampleWeight, step: Number(h.step) } : null;
     if (h.kind === FRAME_KIND.EXCHANGE_REQUEST && update) {
       const reply = await this.engine.respond(update);
+      if (reply) this.checkClipping(link.peerId);
       const kind = reply ? FRAME_KIND.EXCHANGE_RESPONSE : FRAME_KIND.EXCHANGE_DECLINE;
       try { // the reply uses the request's codec: codecs are negotiated per exchange
         await this.send(link, kind, h.exchangeId, reply, h.codec);
       } catch (err) {
         console.debug("could not answer", link.peerId.slice(0, 8), err);
       }
-    } else if (h.kind === FRAME_KIND.EXCHANGE_RESPONSE || h.kind === FRAME_KIND.EXCHANGE_DECLINE) {
+    } else if ([FRAME_KIND.EXCHANGE_RESPONSE, FRAME_KIND.EXCHANGE_DECLINE, FRAME_KIND.PULL_RESPONSE].includes(h.kind)) {
       const resolve = this._pending.get(`${link.peerId}/${h.exchangeId}`);
       if (!resolve) {
         this.metrics.rejected.unexpected = (this.metrics.rejected.unexpected || 0) + 1;
       } else {
         this._pending.delete(`${link.peerId}/${h.exchangeId}`);
-        resolve(h.kind === FRAME_KIND.EXCHANGE_RESPONSE ? update : null);
+        resolve(h.kind === FRAME_KIND.EXCHANGE_DECLINE ? null : update);
       }
     } else if (h.kind === FRAME_KIND.PULL_REQUEST) {
+      const now = performance.now();
+      if (now - (this._pullsServed.get(link.peerId) ?? -PULL_INTERVAL_MS) < PULL_INTERVAL_MS) {
+        this._count("rate_limited"); // a whole model per tiny request: bound it
+        return;
+      }
+      this._pullsServed.set(link.peerId, now);
       const mine = await this.engine.model.lock.run(() => this.engine.model.current());
       await this.send(link, FRAME_KIND.PULL_RESPONSE, h.exchangeId, mine).catch(() => {});
     }
