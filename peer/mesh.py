@@ -36,6 +36,7 @@ from protocols.signaling import (
     PeerJoined,
     PeerLeft,
     Ping,
+    Report,
     Welcome,
     dump,
     parse_server_message,
@@ -54,6 +55,7 @@ class MeshConfig:
     connect_timeout: float = 10.0
     maintain_interval: float = 1.0
     ping_interval: float = 30.0
+    report_interval: float = 10.0
     reconnect_max_delay: float = 10.0
     retry_after: float = 5.0
     client: str = "python"
@@ -99,6 +101,7 @@ class Mesh:
         self.banned: dict[str, float] = {}  # peer id -> until (monotonic): no links either way
         self._rng = random.Random()
         self._closing = False
+        self.report_source: Callable[[], Report | None] | None = None  # metrics for the contribution board
 
     # ---- lifecycle ----------------------------------------------------------------------
     async def start(self) -> Welcome:
@@ -164,10 +167,17 @@ class Mesh:
             await asyncio.gather(pinger, return_exceptions=True)
 
     async def _ping_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        """Application pings: the server's idle timeout counts signaling messages, not WebSocket pings."""
+        """Application pings (the server's idle timeout counts signaling messages, not WebSocket
+        pings) and progress reports for the contribution board."""
+        last_ping = time.monotonic()
         while not ws.closed:
-            await asyncio.sleep(self.config.ping_interval)
-            await ws.send_str(dump(Ping()))
+            await asyncio.sleep(min(self.config.ping_interval, self.config.report_interval))
+            report = self.report_source() if self.report_source and self.connected.is_set() else None
+            if report is not None:
+                await ws.send_str(dump(report))
+            elif time.monotonic() - last_ping >= self.config.ping_interval:
+                await ws.send_str(dump(Ping()))
+                last_ping = time.monotonic()
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         async for msg in ws:

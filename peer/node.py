@@ -22,6 +22,7 @@ from protocols.crypto import peer_id_of, public_key_bytes
 from protocols.dataset import decode_shard
 from protocols.frame import FIXED_HEADER_SIZE
 from protocols.manifest import Manifest
+from protocols.signaling import Report
 
 from . import checkpoint
 from .config import PeerConfig, ws_url
@@ -231,8 +232,17 @@ class PeerNode:
         since_exchange = 0
         loss = float("nan")
 
+        last_acc: list[float] = []
+
+        def board_report() -> Report:
+            top = dict(metrics.accepted_from.most_common(256))
+            return Report(step=trainer.step, test_acc=last_acc[-1] if last_acc else None, accepted_from=top)
+
+        mesh.report_source = board_report
+
         def report(final: bool = False) -> dict[str, Any]:
             test_loss, acc = trainer.evaluate(cfg.eval_limit)
+            last_acc[:] = [acc]
             links = mesh.links.values()
             row = metrics.record(
                 step=trainer.step, shard=shard, train_loss=loss, test_loss=test_loss, test_acc=acc,

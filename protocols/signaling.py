@@ -117,6 +117,21 @@ class Pong(_Message):
     type: Literal["pong"] = "pong"
 
 
+class Report(_Message):
+    """A peer's training progress for the swarm's contribution board: metrics, never weights.
+
+    ``accepted_from`` counts the verified updates this peer accepted from each neighbor; the
+    board credits a peer only with what *other* peers report, so nobody can vouch for itself.
+    """
+
+    type: Literal["report"] = "report"
+    step: int = Field(ge=0, le=10**12)
+    test_acc: float | None = Field(default=None, ge=0.0, le=1.0)
+    accepted_from: dict[Annotated[str, Field(pattern=PEER_ID)], Annotated[int, Field(ge=0, le=10**12)]] = Field(
+        default_factory=dict, max_length=256
+    )
+
+
 class _Relayed(_Message):
     to: str = Field(pattern=PEER_ID)
     from_: str | None = Field(default=None, alias="from", pattern=PEER_ID)
@@ -141,7 +156,7 @@ class Candidate(_Relayed):
     sdp_mline_index: int | None = Field(default=None, ge=0, le=64)
 
 
-ClientMessage = Annotated[Join | Leave | Ping | Offer | Answer | Candidate, Field(discriminator="type")]
+ClientMessage = Annotated[Join | Leave | Ping | Report | Offer | Answer | Candidate, Field(discriminator="type")]
 ServerMessage = Annotated[
     Challenge | Welcome | PeerJoined | PeerLeft | Error | Pong | Offer | Answer | Candidate,
     Field(discriminator="type"),
@@ -163,7 +178,7 @@ def _parse(adapter: TypeAdapter[Any], text: str | bytes) -> Any:
         raise ProtocolError(f"invalid signaling message at {where}: {first['msg']}") from None
 
 
-def parse_client_message(text: str | bytes) -> Join | Leave | Ping | Offer | Answer | Candidate:
+def parse_client_message(text: str | bytes) -> Join | Leave | Ping | Report | Offer | Answer | Candidate:
     return _parse(_client_adapter, text)  # type: ignore[no-any-return]
 
 

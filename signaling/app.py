@@ -38,6 +38,7 @@ from protocols.signaling import (
     PeerLeft,
     Ping,
     Pong,
+    Report,
     Welcome,
     dump,
     parse_client_message,
@@ -172,6 +173,8 @@ async def _serve_member(request: web.Request, ws: web.WebSocketResponse, member:
             return
         if isinstance(parsed, Ping):
             await _send(ws, Pong())
+        elif isinstance(parsed, Report):
+            request.app[REGISTRY].board(swarm_id).update(member.info, parsed)
         elif isinstance(parsed, Join):
             await _send(ws, _error(ErrorCode.ALREADY_JOINED, "this connection has already joined"))
         else:
@@ -305,7 +308,7 @@ async def list_swarms(request: web.Request) -> web.Response:
 def _swarm_rows(request: web.Request) -> list[dict[str, Any]]:
     """One row per published swarm (the index page and /api/swarms).
 
-    ``best_accuracy`` is the hook for the contribution board: None until peers report it.
+    ``best_accuracy`` comes from the contribution board: None until peers report it.
     """
     rooms = request.app[REGISTRY].rooms
     rows = []
@@ -317,7 +320,8 @@ def _swarm_rows(request: web.Request) -> list[dict[str, Any]]:
             "model": model_summary(m),
             "dataset": None if ds is None else {"name": ds.name, "partition": ds.partition, "shards": len(ds.train_shards),
                                                 "train_samples": sum(r.num_samples for r in ds.train_shards)},
-            "best_accuracy": None,
+            "best_accuracy": board.best_accuracy() if (board := request.app[REGISTRY].boards.get(sid)) else None,
+            "board_url": f"{join_url(request, sid)}/board",
         })  # fmt: skip
     return rows
 
@@ -413,6 +417,16 @@ async def get_swarm(request: web.Request) -> web.Response:
     return web.json_response({"manifest": published[0].manifest, "signature": published[0].signature})
 
 
+async def get_board(request: web.Request) -> web.Response:
+    swarm_id = request.match_info["swarm_id"]
+    if request.app[STORE].manifest(swarm_id) is None:
+        return _json_error(404, "unknown_swarm", "no such swarm on this server")
+    registry = request.app[REGISTRY]
+    board = registry.boards.get(swarm_id)
+    body = board.summary(registry.online(swarm_id)) if board else {"best_accuracy": None, "peers": []}
+    return web.json_response({"swarm_id": swarm_id, **body})
+
+
 async def get_content(request: web.Request) -> web.StreamResponse:
     path = request.app[STORE].blob_path(request.match_info["digest"])
     if path is None:
@@ -429,6 +443,16 @@ async def join_page(request: web.Request) -> web.StreamResponse:
     if index is not None and index.is_file():
         return web.FileResponse(index)
     return web.Response(text="The browser peer is not installed on this server.", content_type="text/plain")
+
+
+async def board_page(request: web.Request) -> web.StreamResponse:
+    if request.app[STORE].manifest(request.match_info["swarm_id"]) is None:
+        return _json_error(404, "unknown_swarm", "no such swarm on this server")
+    browser_dir = request.app[CONFIG].browser_dir
+    page = browser_dir / "board.html" if browser_dir else None
+    if page is not None and page.is_file():
+        return web.FileResponse(page)
+    return web.json_response({"see": f"/api/swarms/{request.match_info['swarm_id']}/board"})
 
 
 def make_app(config: ServerConfig) -> web.Application:
@@ -450,8 +474,10 @@ def make_app(config: ServerConfig) -> web.Application:
     app.router.add_get("/api/datasets", list_datasets)
     app.router.add_get("/api/swarms", list_swarms)
     app.router.add_get("/api/swarms/{swarm_id}", get_swarm)
+    app.router.add_get("/api/swarms/{swarm_id}/board", get_board)
     app.router.add_get("/content/{digest}", get_content)
     app.router.add_get("/s/{swarm_id}", join_page)
+    app.router.add_get("/s/{swarm_id}/board", board_page)
     if config.browser_dir is not None and config.browser_dir.is_dir():
         # show_index off and aiohttp's static route refuses paths leaving the directory
         app.router.add_static("/peer/", config.browser_dir, follow_symlinks=False)

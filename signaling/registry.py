@@ -10,6 +10,8 @@ from aiohttp import web
 
 from protocols.signaling import PeerInfo
 
+from .board import Board
+
 
 @dataclass
 class TokenBucket:
@@ -52,6 +54,14 @@ class Room:
 class Registry:
     def __init__(self) -> None:
         self.rooms: dict[str, Room] = {}
+        self.boards: dict[str, Board] = {}  # outlive the rooms: departed peers keep their credit
+
+    def board(self, swarm_id: str) -> Board:
+        return self.boards.setdefault(swarm_id, Board())
+
+    def online(self, swarm_id: str) -> set[str]:
+        room = self.rooms.get(swarm_id)
+        return set(room.members) if room else set()
 
     def room(self, swarm_id: str) -> Room:
         return self.rooms.setdefault(swarm_id, Room(swarm_id))

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from playwright.async_api import Browser, Page
 
 from apps.procs import PeerProcess, spawn_peer
@@ -43,6 +44,23 @@ async def chart_points(page: Page) -> list[int]:
     return await page.evaluate(  # type: ignore[no-any-return]
         "() => ['acc-chart', 'loss-chart'].map(id => Chart.getChart(id)?.data.datasets[0].data.length ?? 0)"
     )
+
+
+async def _board_credits_everyone(join_url: str, peer_ids: set[str]) -> None:
+    """The contribution board credits every peer, Python and browser, with updates others verified."""
+    server, swarm_id = join_url.rsplit("/s/", 1)
+    deadline = time.monotonic() + 40  # peers report every 10 s
+    async with aiohttp.ClientSession() as http:
+        while True:
+            async with http.get(f"{server}/api/swarms/{swarm_id}/board") as resp:
+                board = await resp.json()
+            rows = {r["peer_id"]: r for r in board["peers"]}
+            if all(rows.get(p, {}).get("updates_verified_by_others", 0) > 0 for p in peer_ids):
+                break
+            assert time.monotonic() < deadline, board
+            await asyncio.sleep(1)
+    assert {rows[p]["client"] for p in peer_ids} == {"python", "browser"}
+    assert board["best_accuracy"] >= TARGET
 
 
 def _alive(procs: list[PeerProcess], errors: list[str]) -> None:
@@ -107,6 +125,7 @@ async def test_python_and_browser_peers_train_together_and_reject_a_rogue(server
                 points = await chart_points(page)
                 assert min(points) >= 3, points
             assert screenshot_taken and (ARTIFACTS / "browser-dashboard.png").stat().st_size > 10_000
+            await _board_credits_everyone(join_url, py_ids | browser_ids)
     finally:
         for p in procs:
             p.terminate()

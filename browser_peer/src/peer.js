@@ -104,6 +104,11 @@ export class BrowserPeer {
       this.log(`banned ${peerId.slice(0, 8)} for 5 minutes: ${why}`);
       this.mesh.ban(peerId);
     };
+    this.mesh.reportSource = () => {
+      const top = Object.entries(this.metrics.acceptedFrom).sort((a, b) => b[1] - a[1]).slice(0, 256);
+      const last = this.history.at(-1);
+      return { step: this.trainer.step, test_acc: last ? last.testAcc : null, accepted_from: Object.fromEntries(top) };
+    };
     this.mesh.acceptLinks();
     if (manifest.gossip.method === "gossip" && welcome.peers.length > 0) await this._pullFirst();
     this.status = "training";
