@@ -3,7 +3,9 @@
 One run on one machine, everything on 127.0.0.1 with the default swarm (MLP 784-128-10):
 
 (a) training step time of the default MLP: the Python peer's ``Trainer`` (tf.function) and
-    the browser peer's ``Trainer`` on each TF.js backend (wasm, webgl, cpu) in headless Chromium,
+    the browser peer's ``Trainer`` on each TF.js backend (wasm with TF.js's default thread count,
+    one per core, since the pages are cross-origin isolated; wasm with one thread, the peer's
+    default; webgl; cpu) in headless Chromium,
     both in chunks of 10 steps as the peers train, after a warm-up;
 (b) raw data-channel rate browser -> Python and Python -> browser: frames of one float32
     update (407 kB) sent with each side's ``PeerLink`` (256 KiB chunks, backpressure), timed at
@@ -143,13 +145,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     mesh.accept_links()
     try:
         async with chromium() as browser:
-            page = await (await browser.new_context()).new_page()
+            context = await browser.new_context()
+            backends = {}
+            for backend in ("wasm", "wasm-1thread", "webgl", "cpu"):  # a fresh page each: one backend per page
+                print(f"browser step time ({backend})…", flush=True)
+                page = await context.new_page()
+                await page.goto(f"{base}/peer/bench/bench.html")
+                await page.wait_for_function("window.benchReady === true")
+                backends[backend] = await page.evaluate("([s, b, n]) => benchSteps(s, b, n)", [swarm_id, backend, args.steps])
+                await page.close()
+            page = await context.new_page()
             await page.goto(f"{base}/peer/bench/bench.html")
             await page.wait_for_function("window.benchReady === true")
-            backends = {}
-            for backend in ("wasm", "webgl", "cpu"):
-                print(f"browser step time ({backend})…", flush=True)
-                backends[backend] = await page.evaluate("([s, b, n]) => benchSteps(s, b, n)", [swarm_id, backend, args.steps])
             result["browser"] = backends
             measured = {b: r["msPerStep"] for b, r in backends.items() if "msPerStep" in r}
             best = min(measured, key=measured.__getitem__)

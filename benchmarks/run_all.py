@@ -22,7 +22,7 @@ SUITE = {
     "signaling_load": ["-m", "benchmarks.signaling_load"],
     "time_to_accuracy": ["-m", "benchmarks.time_to_accuracy"],
     "mesh_scale": ["-m", "benchmarks.mesh_scale"],
-    "browser": ["-m", "benchmarks.browser_bench"],
+    "browser": ["-m", "benchmarks.browser"],
 }
 
 
@@ -70,7 +70,14 @@ def summary() -> str:
                      f"peak RSS max {m['peak_rss_mb']['max']:.0f} MB; PSS mean {m.get('pss_mb', {}).get('mean', float('nan')):.0f} MB, "
                      f"private mean {m.get('private_mb', {}).get('mean', float('nan')):.0f} MB", "", "< 600 MB"))  # fmt: skip
     if b := _load("browser"):
-        rows.append(("browser step time (best backend) vs Python peer", json.dumps(b.get("summary", b))[:160], "", "<= 2x"))
+        steps = ", ".join(f"{k} {v['msPerStep']:.1f}" for k, v in b["browser"].items() if "msPerStep" in v)
+        rows.append(("browser step time (best backend) vs Python peer, default MLP",
+                     f"Python {b['python_ms_per_step']:.1f} ms; browser {steps} ms", f"{b['best_backend']} {b['best_over_python']:.2f}x", "<= 2x"))
+        t, c = b["transfer_mb_s"], b["channel_over_websocket"]
+        rows.append(("raw data channel browser<->Python vs websocket, same bytes",
+                     f"browser->Python {t['channel_browser_to_python']:.1f} vs {t['websocket_browser_to_python']:.0f} MB/s; "
+                     f"Python->browser {t['channel_python_to_browser']:.1f} vs {t['websocket_python_to_browser']:.0f} MB/s",
+                     f"{c['browser_to_python']:.3f}x / {c['python_to_browser']:.3f}x", "(reference)"))  # fmt: skip
     machine = next((d["machine"] for n in SUITE if (d := _load(n)) and "machine" in d), {})
     lines = ["| measurement | figures | ratio | target |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]

@@ -455,9 +455,19 @@ async def board_page(request: web.Request) -> web.StreamResponse:
     return web.json_response({"see": f"/api/swarms/{request.match_info['swarm_id']}/board"})
 
 
+async def _cross_origin_isolation(request: web.Request, response: web.StreamResponse) -> None:
+    """Pages of the browser peer are cross-origin isolated: SharedArrayBuffer, hence TF.js's
+    multi-threaded wasm backend, is only available then (measured in benchmarks/browser.py).
+    Everything those pages load is same-origin, so require-corp costs nothing."""
+    if request.path.startswith(("/s/", "/peer/")):
+        response.headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+        response.headers.setdefault("Cross-Origin-Embedder-Policy", "require-corp")
+
+
 def make_app(config: ServerConfig) -> web.Application:
     app = web.Application(client_max_size=config.max_upload_bytes)
     app[CONFIG] = config
+    app.on_response_prepare.append(_cross_origin_isolation)
     app[LIMITS] = AddressLimits(
         max_connections=config.max_connections_per_address, connects_per_second=config.connects_per_second_per_address,
         connect_burst=config.connect_burst_per_address, uploads_per_minute=config.uploads_per_minute_per_address,

@@ -12,8 +12,10 @@ import { Trainer, useBackend } from "../src/trainer.js";
 window.benchSteps = async (swarmId, backend, steps = 200, warmup = 20) => {
   const server = location.origin;
   const { manifest } = await fetchManifest(server, swarmId);
-  const used = await useBackend(backend);
-  if (used !== backend) return { backend, error: `${backend} unavailable (fell back to ${used})` };
+  const single = backend === "wasm-1thread";
+  const used = await useBackend(single ? "wasm" : backend, { wasmThreads: single ? 1 : 0 });
+  if (used !== (single ? "wasm" : backend)) return { backend, error: `${backend} unavailable (fell back to ${used})` };
+  const threads = used === "wasm" ? tf.backend().getThreadsCount?.() ?? null : null;
   const initial = await fetchBlob(server, manifest.model.initial_weights);
   const train = decodeShard(await fetchBlob(server, manifest.dataset.train_shards[0]));
   const trainer = await Trainer.create(manifest, initial, train, train, 0);
@@ -22,7 +24,7 @@ window.benchSteps = async (swarmId, backend, steps = 200, warmup = 20) => {
   for (let s = 0; s < steps; s += 10) await trainer.trainSteps(10);
   const ms = (performance.now() - started) / steps;
   trainer.model.dispose();
-  return { backend, msPerStep: ms };
+  return { backend, msPerStep: ms, threads, isolated: self.crossOriginIsolated };
 };
 
 let mesh = null;

@@ -47,8 +47,14 @@ function fastTransposedMatMul() {
   }
 }
 
-export async function useBackend(wanted) {
+/**
+ * wasmThreads: threads of the wasm backend (pages are cross-origin isolated, so it may use more
+ * than one). One is the default: for the default MLP on 2 cores one thread measured 4.4 ms a
+ * step and two 7.7 ms (benchmarks/browser.py); the matrices are too small to split.
+ */
+export async function useBackend(wanted, { wasmThreads = 1 } = {}) {
   if (tf.wasm && tf.wasm.setWasmPaths) tf.wasm.setWasmPaths(WASM_DIR);
+  if (tf.wasm && tf.wasm.setThreadsCount && wasmThreads) tf.wasm.setThreadsCount(wasmThreads);
   for (const name of [wanted, "webgl", "wasm", "cpu"]) {
     try {
       if (await tf.setBackend(name)) {
