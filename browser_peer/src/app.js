@@ -128,6 +128,8 @@ async function main() {
   $("backend-select").value = params.get("backend") || "";
   $("backend-select").onchange = (e) => { params.set("backend", e.target.value); if (!e.target.value) params.delete("backend"); location.search = params; };
   $("toggle").onclick = () => (peer.running ? peer.pause() : peer.resume());
+  // the tab's current model in TF.js layers format; `swarm export` turns it into Keras .h5
+  $("download").onclick = () => peer.trainer.lock.run(() => peer.trainer.model.save(`downloads://swarm-${swarmId.slice(0, 8)}-step${peer.trainer.step}`));
   $("evaluate").onclick = async () => {
     $("eval-result").textContent = "evaluating…";
     const r = await peer.evaluate(null);
@@ -149,6 +151,7 @@ async function main() {
   render(peer, charts);
   await peer.start();
   $("toggle").disabled = false;
+  $("download").disabled = false;
   $("evaluate").disabled = false;
   const name = peer.manifest ? peer.manifest.name : "";
   $("swarm-name").textContent = name ? `— ${name}` : "";
