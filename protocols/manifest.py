@@ -60,7 +60,7 @@ class ModelSpec(_Strict):
 
 
 class TrainingConfig(_Strict):
-    optimizer: Literal["adam", "sgd"] = "adam"
+    optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
     learning_rate: float = Field(default=0.001, gt=0, le=10)
     batch_size: int = Field(default=32, ge=1, le=4096)
     loss: Literal["sparse_categorical_crossentropy"] = "sparse_categorical_crossentropy"
@@ -68,6 +68,18 @@ class TrainingConfig(_Strict):
     local_steps: int = Field(default=50, ge=1, le=100000, description="local steps between exchanges")
     target_accuracy: float = Field(default=0.90, gt=0, le=1)
     eval_every: int = Field(default=50, ge=1, description="local steps between test evaluations")
+    clipnorm: float | None = Field(
+        default=None, gt=0, le=1e6,
+        description="clip each gradient tensor to this L2 norm before the update (Keras `clipnorm`); null: no clipping",
+    )  # fmt: skip
+    l2: float = Field(
+        default=0.0, ge=0, le=10,
+        description="add l2 * sum(w**2) over every weight tensor of rank >= 2 (kernels, not biases) to the loss",
+    )  # fmt: skip
+    warmup_steps: int = Field(
+        default=0, ge=0, le=1000000,
+        description="local step t (0-based) uses learning_rate * min(1, (t + 1) / warmup_steps); 0: no warm-up",
+    )  # fmt: skip
 
 
 class GossipConfig(_Strict):

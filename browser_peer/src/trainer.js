@@ -98,7 +98,16 @@ export class Trainer {
     this.shapes = manifest.model.weights.map((w) => w.shape);
     this.vars = this._manifestOrder();
     const cfg = manifest.training;
-    this.optimizer = cfg.optimizer === "sgd" ? tf.train.sgd(cfg.learning_rate) : tf.train.adam(cfg.learning_rate);
+    this.cfg = cfg;
+    // Keras defaults where TF.js's differ (epsilon 1e-7), so both peers take the same steps
+    const optimizers = {
+      sgd: () => tf.train.sgd(cfg.learning_rate),
+      rmsprop: () => tf.train.rmsprop(cfg.learning_rate, 0.9, 0, 1e-7),
+      adam: () => tf.train.adam(cfg.learning_rate, 0.9, 0.999, 1e-7),
+    };
+    this.optimizer = (optimizers[cfg.optimizer] || optimizers.adam)();
+    // the manifest's l2 penalizes kernels (rank >= 2), not biases, as peer/trainer.py does
+    this.penalized = this.vars.filter((v) => v.shape.length >= 2);
     this.batchSize = cfg.batch_size;
     this.numClasses = manifest.dataset ? manifest.dataset.num_classes : model.outputs[0].shape.at(-1);
     this.inputShape = train.shape;
@@ -154,6 +163,36 @@ export class Trainer {
     return [tf.tensor(xs, [b, ...this.inputShape]), tf.tensor1d(ys, "int32")];
   }
 
+  /** Linear warm-up: local step t (0-based) uses lr * min(1, (t + 1) / warmup_steps). */
+  _setLearningRate() {
+    const { warmup_steps: warmup = 0, learning_rate: lr } = this.cfg;
+    if (!warmup || this.step > warmup) return;
+    const rate = lr * Math.min(1, (this.step + 1) / warmup);
+    if (this.optimizer.setLearningRate) this.optimizer.setLearningRate(rate);
+    else this.optimizer.learningRate = rate;
+  }
+
+  _trainStep(xs, ys) {
+    const l2 = this.cfg.l2 || 0;
+    const lossFn = () => {
+      const loss = this._loss(ys, this.model.apply(xs, { training: true }));
+      if (!l2) return loss;
+      return tf.add(loss, tf.mul(l2, tf.addN(this.penalized.map((v) => tf.sum(tf.square(v.read()))))));
+    };
+    const { value, grads } = tf.variableGrads(lossFn);
+    const clip = this.cfg.clipnorm;
+    if (clip) { // per tensor, as Keras clipnorm
+      for (const [name, g] of Object.entries(grads)) {
+        const norm = tf.norm(g);
+        grads[name] = tf.tidy(() => tf.mul(g, tf.div(clip, tf.maximum(norm, clip))));
+        tf.dispose([g, norm]);
+      }
+    }
+    this.optimizer.applyGradients(grads);
+    tf.dispose(Object.values(grads));
+    return value;
+  }
+
   _loss(ys, probs) {
     // sparse categorical crossentropy on probabilities, as tf_keras computes it
     const oneHot = tf.oneHot(ys, this.numClasses);
@@ -166,7 +205,8 @@ export class Trainer {
     let total = tf.scalar(0);
     for (let s = 0; s < n; s++) {
       const [xs, ys] = this._nextBatch();
-      const loss = this.optimizer.minimize(() => this._loss(ys, this.model.apply(xs, { training: true })), true);
+      this._setLearningRate();
+      const loss = this._trainStep(xs, ys);
       const next = tf.add(total, loss);
       tf.dispose([xs, ys, loss, total]);
       total = next;

@@ -1,0 +1,121 @@
+"""``swarm export``: a peer's model as a Keras ``.h5`` file and a TF.js layers model.
+
+Sources:
+
+* a peer's checkpoint directory (``model.h5`` + ``state.json``, see ``peer/checkpoint.py``):
+  the model the peer trained, exactly as it last evaluated it (the final checkpoint is written
+  right after the final metrics row);
+* a join link ``http(s)://HOST/s/<swarm id>``: the swarm's published initial model, verified
+  against the signed manifest before it is saved.
+
+Output (``--out DIR``): ``model.h5`` (tf_keras, ``tf_keras.models.load_model``), ``tfjs/``
+(``model.json`` + weight shards, ``tf.loadLayersModel``) and ``export.json`` describing where
+it came from. Both files are reloaded and checked to predict the same as the source model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+class ExportError(ValueError):
+    """A source that holds no exportable model; the message says what is missing."""
+
+
+def _keras() -> Any:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    import tf_keras
+
+    return tf_keras
+
+
+def load_checkpoint_model(directory: Path) -> tuple[Any, dict[str, Any]]:
+    """The model and ``state.json`` (step, gossip weight, model id) of a peer's checkpoint."""
+    h5 = directory / "model.h5"
+    if not directory.is_dir():
+        raise ExportError(f"{directory} is not a directory; give a peer's checkpoint directory or a join link")
+    if not h5.is_file():
+        raise ExportError(f"{directory} has no model.h5; is it a peer's checkpoint directory (--checkpoint-dir)?")
+    with h5.open("rb") as f:
+        if f.read(8) != HDF5_MAGIC:
+            raise ExportError(f"{h5} is not an HDF5 file")
+    try:
+        model = _keras().models.load_model(h5, compile=False)
+    except Exception as exc:  # h5py and Keras raise many types for a broken file
+        raise ExportError(f"{h5} does not load as a Keras model: {str(exc).splitlines()[0][:300]}") from None
+    state_path = directory / "state.json"
+    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    return model, state
+
+
+async def _published_model(url: str) -> tuple[Any, dict[str, Any]]:
+    import aiohttp
+
+    from peer.config import parse_join_url
+    from peer.fetch import fetch_blob, fetch_manifest
+    from peer.trainer import build_model
+
+    server, swarm_id = parse_join_url(url)
+    async with aiohttp.ClientSession() as http:
+        signed, manifest = await fetch_manifest(http, server, swarm_id)
+        initial = await fetch_blob(http, server, manifest.model.initial_weights)
+    return build_model(manifest, initial), {"model_id": signed.model_id, "step": 0, "swarm_id": swarm_id}
+
+
+def save_model(model: Any, out: Path) -> None:
+    """``out/model.h5`` and ``out/tfjs/``, each written next to its place and renamed."""
+    import tensorflowjs as tfjs
+
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out, prefix=".tmp-") as tmp:
+        model.save(Path(tmp) / "model.h5", save_format="h5")
+        tfjs.converters.save_keras_model(model, Path(tmp) / "tfjs")
+        os.replace(Path(tmp) / "model.h5", out / "model.h5")
+        if (out / "tfjs").exists():
+            shutil.rmtree(out / "tfjs")
+        os.replace(Path(tmp) / "tfjs", out / "tfjs")
+
+
+def _check_round_trip(model: Any, out: Path) -> None:
+    """Both exported files must predict what the source model predicts."""
+    from tensorflowjs.converters import load_keras_model
+
+    shape = (4, *[int(d) for d in model.input_shape[1:]])
+    x = np.random.default_rng(0).random(shape, dtype=np.float32)
+    want = model(x, training=False).numpy()
+    for name, reloaded in (("model.h5", _keras().models.load_model(out / "model.h5", compile=False)),
+                           ("tfjs/model.json", load_keras_model(str(out / "tfjs" / "model.json")))):  # fmt: skip
+        got = reloaded(x, training=False).numpy()
+        if not np.allclose(got, want, atol=1e-6):
+            raise ExportError(f"exported {name} does not predict what the source model predicts")
+
+
+def export_model(source: str, out: Path) -> dict[str, Any]:
+    """Export ``source`` (checkpoint directory or join link) to ``out``; return a summary."""
+    if source.startswith(("http://", "https://")):
+        model, state = asyncio.run(_published_model(source))
+        kind = "published"
+    else:
+        model, state = load_checkpoint_model(Path(source))
+        kind = "checkpoint"
+    save_model(model, out)
+    _check_round_trip(model, out)
+    summary = {
+        "source": source, "kind": kind, "model_id": state.get("model_id"), "step": state.get("step"),
+        "input_shape": [int(d) for d in model.input_shape[1:]], "classes": int(model.output_shape[-1]),
+        "params": int(model.count_params()),
+        "files": {"keras_h5": str(out / "model.h5"), "tfjs_layers": str(out / "tfjs" / "model.json")},
+    }  # fmt: skip
+    (out / "export.json").write_text(json.dumps(summary, indent=2))
+    return summary
