@@ -6,7 +6,9 @@ Sources:
   the model the peer trained, exactly as it last evaluated it (the final checkpoint is written
   right after the final metrics row);
 * a join link ``http(s)://HOST/s/<swarm id>``: the swarm's published initial model, verified
-  against the signed manifest before it is saved.
+  against the signed manifest before it is saved;
+* a TF.js layers model: what the browser peer's "Download model" button saves
+  (``NAME.json`` + ``NAME.weights.bin``), or a directory with ``model.json``.
 
 Output (``--out DIR``): ``model.h5`` (tf_keras, ``tf_keras.models.load_model``), ``tfjs/``
 (``model.json`` + weight shards, ``tf.loadLayersModel``) and ``export.json`` describing where
@@ -59,6 +61,24 @@ def load_checkpoint_model(directory: Path) -> tuple[Any, dict[str, Any]]:
     return model, state
 
 
+def load_tfjs_model(path: Path) -> tuple[Any, dict[str, Any]]:
+    """A TF.js layers model: the browser peer's download (``NAME.json`` + ``NAME.weights.bin``)
+    or a directory holding ``model.json``."""
+    from tensorflowjs.converters import load_keras_model
+
+    json_path = path / "model.json" if path.is_dir() else path
+    try:
+        spec = json.loads(json_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ExportError(f"{json_path} is not a readable TF.js model.json: {exc}") from None
+    if not isinstance(spec, dict) or spec.get("format") not in (None, "layers-model") or "modelTopology" not in spec:
+        raise ExportError(f"{json_path} is not a TF.js layers model (format {spec.get('format') if isinstance(spec, dict) else '?'})")
+    try:
+        return load_keras_model(str(json_path)), {}
+    except Exception as exc:  # missing or truncated weight files, topology errors
+        raise ExportError(f"{json_path} does not load: {str(exc).splitlines()[0][:300]}") from None
+
+
 async def _published_model(url: str) -> tuple[Any, dict[str, Any]]:
     import aiohttp
 
@@ -106,6 +126,9 @@ def export_model(source: str, out: Path) -> dict[str, Any]:
     if source.startswith(("http://", "https://")):
         model, state = asyncio.run(_published_model(source))
         kind = "published"
+    elif Path(source).suffix == ".json" or (Path(source) / "model.json").is_file() and not (Path(source) / "model.h5").is_file():
+        model, state = load_tfjs_model(Path(source))
+        kind = "tfjs"
     else:
         model, state = load_checkpoint_model(Path(source))
         kind = "checkpoint"
