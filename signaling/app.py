@@ -14,6 +14,7 @@ import math
 import os
 import secrets
 import ssl
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -435,24 +436,23 @@ async def get_content(request: web.Request) -> web.StreamResponse:
                                            "Content-Type": "application/octet-stream"})  # fmt: skip
 
 
-async def join_page(request: web.Request) -> web.StreamResponse:
-    if request.app[STORE].manifest(request.match_info["swarm_id"]) is None:
-        return _json_error(404, "unknown_swarm", "no such swarm on this server")
-    browser_dir = request.app[CONFIG].browser_dir
-    index = browser_dir / "index.html" if browser_dir else None
-    if index is not None and index.is_file():
-        return web.FileResponse(index)
-    return web.Response(text="The browser peer is not installed on this server.", content_type="text/plain")
+def _swarm_page(name: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """A page of browser_peer/ served under a published swarm's link (the page reads the id)."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if request.app[STORE].manifest(request.match_info["swarm_id"]) is None:
+            return _json_error(404, "unknown_swarm", "no such swarm on this server")
+        browser_dir = request.app[CONFIG].browser_dir
+        page = browser_dir / name if browser_dir else None
+        if page is not None and page.is_file():
+            return web.FileResponse(page)
+        return web.Response(text="The browser peer is not installed on this server.", content_type="text/plain")
+
+    return handler
 
 
-async def board_page(request: web.Request) -> web.StreamResponse:
-    if request.app[STORE].manifest(request.match_info["swarm_id"]) is None:
-        return _json_error(404, "unknown_swarm", "no such swarm on this server")
-    browser_dir = request.app[CONFIG].browser_dir
-    page = browser_dir / "board.html" if browser_dir else None
-    if page is not None and page.is_file():
-        return web.FileResponse(page)
-    return web.json_response({"see": f"/api/swarms/{request.match_info['swarm_id']}/board"})
+join_page = _swarm_page("index.html")
+board_page = _swarm_page("board.html")
 
 
 async def _cross_origin_isolation(request: web.Request, response: web.StreamResponse) -> None:
