@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from playwright.async_api import Browser, Page
 
 from apps.procs import PeerProcess, spawn_peer
@@ -68,6 +69,7 @@ def _alive(procs: list[PeerProcess], errors: list[str]) -> None:
     assert all(p.proc.poll() is None for p in procs), "a Python peer exited early; see its log"
 
 
+@pytest.mark.timeout(900)  # its own deadlines bound each phase
 async def test_python_and_browser_peers_train_together_and_reject_a_rogue(server: str, default_publication: Any,
                                                                           tmp_path: Path) -> None:  # fmt: skip
     join_url = (await upload(server, default_publication))["join_url"]

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from apps.procs import PeerProcess, spawn_peer
 from apps.publish import upload
 
@@ -27,6 +29,7 @@ async def _wait(what: str, timeout: float, ok: Any, procs: list[PeerProcess]) ->
         await asyncio.sleep(1)
 
 
+@pytest.mark.timeout(900)  # its own deadlines bound each phase
 async def test_swarm_survives_churn_and_newcomers_catch_up(server: str, default_publication: Any, tmp_path: Path) -> None:
     join_url = (await upload(server, default_publication))["join_url"]
     common = ("--eval-limit", "1000")
