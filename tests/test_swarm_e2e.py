@@ -64,6 +64,7 @@ async def test_three_peers_train_together_and_reject_a_rogue(peers: tuple[str, l
     # exchange found its neighbor close, relative to how far apart training had pushed them
     spread = max(r["neighbor_distance"] or 0 for p in procs for r in p.rows if r["step"] < MAX_STEPS)
     assert spread > 0
+
     def converged(p: PeerProcess) -> bool:
         # any exchange after training stopped that found the neighbor close counts: a peer whose
         # later tries are declined (its neighbors were busy with each other) keeps its last value
@@ -83,7 +84,8 @@ async def test_three_peers_train_together_and_reject_a_rogue(peers: tuple[str, l
     for p in procs:
         p.poll_metrics()
         first, final = p.rows[0], p.rows[-1]
-        assert final["final"] and first["test_acc"] < 0.3 <= TARGET <= final["test_acc"]
+        # from the initial weights, or from a neighbor's model pulled on joining (a late starter)
+        assert final["final"] and (first["test_acc"] < 0.3 or first["pulled_from"] in ids) and TARGET <= final["test_acc"]
         assert final["frames_sent"] > 0 and final["frames_accepted"] > 0
         assert rogue.peer_id not in final["accepted_from"], "a tampered frame was accepted"
         expected = {"bad_digest", "bad_signature", "wrong_swarm", "wrong_model", "wrong_receiver", "non_finite", "bad_shape"}
