@@ -270,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--peers", type=int, default=3)
     s.add_argument("--target", type=float, default=0.90, help="stop when every peer reaches this test accuracy")
     s.add_argument("--timeout", type=float, default=600.0, help="give up after N seconds")
+    s.add_argument("--linger", type=float, default=90.0,
+                   help="keep the swarm up N seconds after the target, so a browser tab can join (0: stop at once)")
     s.add_argument("--workdir", type=Path, default=Path("runs/demo"))
     s.set_defaults(func=cmd_demo)
     return p

@@ -15,6 +15,7 @@ import signal
 import time
 from typing import Any
 
+import aiohttp
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -27,7 +28,7 @@ from .publish import default_publication, upload
 console = Console()
 
 
-def _table(peers: list[PeerProcess], target: float, elapsed: float) -> Table:
+def _table(peers: list[PeerProcess], target: float, elapsed: float, browsers: list[dict[str, Any]] | None = None) -> Table:
     table = Table(title=f"gossip swarm — {elapsed:5.1f} s — target test accuracy {target:.2f}")
     for col in ("peer", "id", "step", "test acc", "neighbors", "exchanges", "sent MB", "recv MB", "rejected"):
         table.add_column(col, justify="right")
@@ -40,7 +41,19 @@ def _table(peers: list[PeerProcess], target: float, elapsed: float) -> Table:
         table.add_row(p.name, r["peer_id"][:8], str(r["step"]), acc, str(r["neighbors"]),
                       str(r["exchanges"]["merged"] + r["served"]), f"{r['bytes_sent'] / 1e6:.1f}",
                       f"{r['bytes_received'] / 1e6:.1f}", str(sum(r["rejected"].values())))  # fmt: skip
+    for b in browsers or []:  # browser tabs, as they report to the contribution board
+        acc = "" if b["test_acc"] is None else f"{b['test_acc']:.3f}"
+        table.add_row("browser", b["peer_id"][:8], str(b["steps"]), acc, "", str(b["updates_verified_by_others"]), "", "", "")
     return table
+
+
+async def _browsers(http: aiohttp.ClientSession, base: str, swarm_id: str) -> list[dict[str, Any]]:
+    try:
+        async with http.get(f"{base}/api/swarms/{swarm_id}/board") as resp:
+            rows = (await resp.json())["peers"]
+    except (aiohttp.ClientError, KeyError, ValueError):
+        return []
+    return [r for r in rows if r["client"] == "browser" and r["online"]]
 
 
 def _done(peers: list[PeerProcess], target: float) -> bool:
@@ -52,6 +65,7 @@ async def run_demo(args: argparse.Namespace) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     runner, base = await start_server(workdir / "server-data", port=args.port)
     peers: list[PeerProcess] = []
+    browsers: list[dict[str, Any]] = []
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -64,19 +78,27 @@ async def run_demo(args: argparse.Namespace) -> int:
         console.print(f"or from another terminal: [cyan]swarm join {reply['join_url']} --ice-address 127.0.0.1[/]")
         peers = [spawn_peer(reply["join_url"], workdir, f"peer{i + 1}") for i in range(args.peers)]
         started = time.monotonic()
-        with Live(_table(peers, args.target, 0), console=console, refresh_per_second=2) as live:
-            while not stop.is_set() and time.monotonic() - started < args.timeout:
-                live.update(_table(peers, args.target, time.monotonic() - started))
-                if _done(peers, args.target):
-                    break
-                crashed = [p for p in peers if p.proc.poll() is not None]
-                if crashed:
-                    console.print(f"[red]{crashed[0].name} exited; see {crashed[0].log}[/]")
-                    break
-                try:
-                    await asyncio.wait_for(stop.wait(), 1.0)
-                except TimeoutError:
-                    pass
+        reached_at: float | None = None
+        async with aiohttp.ClientSession() as http:
+            with Live(_table(peers, args.target, 0), console=console, refresh_per_second=2) as live:
+                while not stop.is_set() and time.monotonic() - started < args.timeout:
+                    browsers = await _browsers(http, base, reply["swarm_id"])
+                    live.update(_table(peers, args.target, time.monotonic() - started, browsers))
+                    if reached_at is None and _done(peers, args.target):
+                        reached_at = time.monotonic()
+                        if args.linger > 0:
+                            console.print(f"every Python peer reached {args.target}; the swarm stays up {args.linger:.0f} s more "
+                                          f"so a browser tab can join: {reply['join_url']}  (Ctrl-C stops)")  # fmt: skip
+                    if reached_at is not None and time.monotonic() - reached_at >= args.linger:
+                        break
+                    crashed = [p for p in peers if p.proc.poll() is not None]
+                    if crashed:
+                        console.print(f"[red]{crashed[0].name} exited; see {crashed[0].log}[/]")
+                        break
+                    try:
+                        await asyncio.wait_for(stop.wait(), 1.0)
+                    except TimeoutError:
+                        pass
         reached = _done(peers, args.target)
         elapsed = time.monotonic() - started
     finally:
@@ -84,20 +106,22 @@ async def run_demo(args: argparse.Namespace) -> int:
             p.terminate()
         await asyncio.gather(*(p.wait(60) for p in peers))
         await runner.cleanup()
-    return _summarize(peers, args, reached, elapsed)
+    return _summarize(peers, args, reached, elapsed, browsers)
 
 
-def _summarize(peers: list[PeerProcess], args: argparse.Namespace, reached: bool, elapsed: float) -> int:
+def _summarize(peers: list[PeerProcess], args: argparse.Namespace, reached: bool, elapsed: float,
+               browsers: list[dict[str, Any]]) -> int:  # fmt: skip
     finals: list[dict[str, Any]] = []
     for p in peers:
         p.poll_metrics()
         if p.rows:
             finals.append(p.rows[-1])
-    console.print(_table(peers, args.target, elapsed))
+    console.print(_table(peers, args.target, elapsed, browsers))
     summary = {
         "reached_target": reached, "target": args.target, "seconds": round(elapsed, 1),
         "peers": [{k: r.get(k) for k in ("peer_id", "step", "test_acc", "exchanges", "served", "bytes_sent",
                                           "bytes_received", "rejected")} for r in finals],
+        "browsers": browsers,  # tabs that joined, as they last reported to the contribution board
     }  # fmt: skip
     (args.workdir / "summary.json").write_text(json.dumps(summary, indent=2))
     verdict = "[green]every peer reached the target[/]" if reached else "[yellow]stopped before the target[/]"
