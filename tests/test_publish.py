@@ -145,7 +145,9 @@ def test_knobs_reach_the_optimizer_and_the_loss() -> None:
     trainer.train_steps(1)
     # SGD at warm-up step 0: lr = 0.5 / 4, and every gradient tensor clipped to norm 1e-3
     for w0, w1 in zip(before, trainer.get_weights(), strict=True):
-        assert np.linalg.norm(w1 - w0) <= 0.5 / 4 * 1e-3 * 1.0001
+        # float32 weights near 1 carry about 6e-8 of rounding per element on top of the clipped step
+        step = np.linalg.norm(w1.astype(np.float64) - w0)
+        assert step <= 0.5 / 4 * 1e-3 + 1e-6 * np.sqrt(w0.size), step
     assert float(trainer.optimizer.learning_rate.numpy()) == pytest.approx(0.125)
     trainer.train_steps(4)
     assert float(trainer.optimizer.learning_rate.numpy()) == pytest.approx(0.5)
