@@ -49,6 +49,25 @@ def enlarge_socket_buffers(pc: RTCPeerConnection, size: int | None = None) -> No
         log.debug("could not enlarge socket buffers: %s", exc)
 
 
+def quiet_closed_transport_errors(loop: asyncio.AbstractEventLoop) -> None:
+    """Log aiortc's SCTP send task failing on a DTLS transport we closed as debug, not as an error.
+
+    Closing a link while aiortc's ``RTCSctpTransport._transmit`` task is sending makes that task
+    end with ``OpenSSL.SSL.Error('protocol is shutdown')``, an exception aiortc never retrieves;
+    it is the expected end of that task, not a fault. Everything else goes to the usual handler.
+    """
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+        exc, task = context.get("exception"), context.get("future")
+        coro = getattr(task, "get_coro", lambda: None)()
+        if "protocol is shutdown" in str(exc) and "RTCSctpTransport._transmit" in getattr(coro, "__qualname__", ""):
+            log.debug("SCTP send ended by a closed DTLS transport: %s", exc)
+            return
+        loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
+
+
 class LinkState(Enum):
     CONNECTING = "connecting"
     OPEN = "open"

@@ -32,6 +32,7 @@ from .fedavg import FedAvgAggregator, adopt
 from .gossip import GossipEngine, Outcome
 from .ice import use_candidate_addresses
 from .identity import load_or_create
+from .link import quiet_closed_transport_errors
 from .mesh import Mesh, MeshConfig
 from .metrics import JsonLines, PeerMetrics
 from .transport import MeshTransport
@@ -42,7 +43,8 @@ _console = Console(stderr=True)
 
 TRAIN_CHUNK = 10  # steps per lock hold: a responder waits at most this long to merge
 PULL_LINK_WAIT_S = 10.0  # a joining peer waits this long for a first neighbor to pull from
-STALE_CHECKPOINT_S = 120.0  # a returning peer whose checkpoint is older pulls the swarm's model
+STALE_CHECKPOINT_S = 120.0
+SILENT_AFTER_TIMEOUTS = 2  # exchange timeouts in a row before a neighbor is dropped  # a returning peer whose checkpoint is older pulls the swarm's model
 
 
 def default_checkpoint_dir(swarm_id: str, peer_id: str) -> Path:
@@ -74,11 +76,13 @@ class PeerNode:
         self.key = load_or_create(config.identity)
         self.stop = asyncio.Event()
         self.metrics: PeerMetrics | None = None
+        self._timeouts: dict[str, int] = {}  # neighbor -> exchange timeouts in a row
         self.summary: dict[str, Any] = {}
 
     async def run(self) -> dict[str, Any]:
         cfg = self.config
         use_candidate_addresses(cfg.ice_addresses)
+        quiet_closed_transport_errors(asyncio.get_running_loop())
         async with aiohttp.ClientSession() as http:
             signed, manifest = await fetch_manifest(http, cfg.server, cfg.swarm_id)
             initial = await fetch_blob(http, cfg.server, manifest.model.initial_weights)
@@ -314,10 +318,18 @@ class PeerNode:
         outcome = await engine.initiate(peer, transport, timeout)
         if outcome == Outcome.MERGED:
             transport.check_clipping(peer)
-        elif outcome == Outcome.TIMEOUT:
-            link = mesh.links.get(peer)  # a neighbor that stops answering is dropped, not waited for
-            if link is not None:
-                log.info("dropping %s: no answer within %.0f s", peer[:8], timeout)
+        if outcome == Outcome.TIMEOUT:
+            # a neighbor that stops answering is dropped, not waited for; one miss can be a busy
+            # machine (6 TensorFlow peers starting on 2 cores), two in a row is a silent peer
+            self._timeouts[peer] = self._timeouts.get(peer, 0) + 1
+            while len(self._timeouts) > 1024:  # neighbors long gone
+                self._timeouts.pop(next(iter(self._timeouts)))
+            link = mesh.links.get(peer)
+            if link is not None and self._timeouts[peer] >= SILENT_AFTER_TIMEOUTS:
+                log.info("dropping %s: no answer to %d requests in a row", peer[:8], self._timeouts[peer])
+                self._timeouts.pop(peer, None)
                 await link.close()
+        elif outcome in (Outcome.MERGED, Outcome.DECLINED):
+            self._timeouts.pop(peer, None)
         if outcome != Outcome.MERGED:
             await asyncio.sleep(rng.uniform(0.0, 0.05))  # desynchronize retries after a decline

@@ -7,7 +7,9 @@ member), so only clipping stands between it and the honest peers' models.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -36,15 +38,33 @@ async def test_a_poisoning_member_is_contained_by_clipping_only(robust: str, ser
             while not all((r := p.latest) is not None and r["neighbors"] >= 1 and r["test_acc"] >= 0.85 for p in procs):
                 await asyncio.sleep(0.5)
         async with aiohttp.ClientSession() as http:
-            signed, manifest = await fetch_manifest(http, server, pub.manifest.swarm_id)
+            signed_manifest, manifest = await fetch_manifest(http, server, pub.manifest.swarm_id)
+        manifest_id = signed_manifest.model_id
         shapes = [tuple(w.shape) for w in manifest.model.weights]
         key = Ed25519PrivateKey.generate()
+
+        seq = 0
+
+        def signed(link: PeerLink, kind: FrameKind, exchange_id: int, **fields: Any) -> Callable[[], bytes]:
+            """Build under the link's send lock, so sequence numbers go out in order."""
+
+            def build() -> bytes:
+                nonlocal seq
+                seq += 1
+                return build_frame(key, kind=kind, swarm_id=bytes.fromhex(pub.manifest.swarm_id),
+                                   model_id=bytes.fromhex(manifest_id), receiver=link.remote_key, session=1, seq=seq,
+                                   exchange_id=exchange_id, **fields).encode()  # fmt: skip
+
+            return build
 
         merged: dict[str, int] = {}  # responses = requests the honest peer merged (declines say busy)
 
         async def count_responses(link: PeerLink, data: bytes) -> None:
-            if parse_header(data)[0].kind == FrameKind.EXCHANGE_RESPONSE:
+            header = parse_header(data)[0]
+            if header.kind == FrameKind.EXCHANGE_RESPONSE:
                 merged[link.peer_id] = merged.get(link.peer_id, 0) + 1
+            elif header.kind == FrameKind.EXCHANGE_REQUEST:  # decline at once: honest peers do not sit out the timeout
+                await link.send(signed(link, FrameKind.EXCHANGE_DECLINE, header.exchange_id, sample_weight=0.0, step=0))
 
         use_candidate_addresses(["127.0.0.1"])
         rogue = Mesh(key, server.replace("http", "ws", 1) + "/ws", pub.manifest.swarm_id, MeshConfig(degree=2, max_degree=2),
@@ -55,17 +75,14 @@ async def test_a_poisoning_member_is_contained_by_clipping_only(robust: str, ser
             while len(rogue.open_links()) < 2:
                 await asyncio.sleep(0.2)
         rng = np.random.default_rng(0)
+        exchange_ids = itertools.count(1)
         before = [len(p.rows) for p in procs]
-        seq = 0
         async with asyncio.timeout(120):  # poison until each honest peer merged it 5 times
             while len(merged) < 2 or min(merged.values()) < 5:
                 for link in rogue.open_links():
-                    seq += 1
                     poison = [rng.normal(0, 1.0, s).astype(np.float32) * 10 for s in shapes]
-                    frame = build_frame(key, kind=FrameKind.EXCHANGE_REQUEST, swarm_id=bytes.fromhex(pub.manifest.swarm_id),
-                                        model_id=bytes.fromhex(signed.model_id), receiver=link.remote_key, session=1,
-                                        seq=seq, exchange_id=seq, sample_weight=1e9, step=0, tensors=poison).encode()  # fmt: skip
-                    await link.send(lambda f=frame: f)
+                    await link.send(signed(link, FrameKind.EXCHANGE_REQUEST, next(exchange_ids), sample_weight=1e9, step=0,
+                                           tensors=poison))
                 await asyncio.sleep(0.2)
         await asyncio.sleep(1.0)  # one more evaluation after the last merge
         for p in procs:

@@ -43,6 +43,7 @@ export class BrowserPeer {
     this.history = []; // {t, step, loss, testLoss, testAcc}
     this.metrics = { framesSent: 0, framesAccepted: 0, rejected: {}, acceptedFrom: {} };
     this.exchangesDone = 0;
+    this.timeouts = new Map(); // neighbor -> exchange timeouts in a row
     this.startedAt = performance.now();
     this.events = [];
   }
@@ -208,8 +209,18 @@ export class BrowserPeer {
     if (outcome === Outcome.MERGED) {
       this.exchangesDone += 1;
       this.transport.checkClipping(peer);
-    } else if (outcome === Outcome.TIMEOUT) {
-      this.mesh.links.get(peer)?.close(); // a neighbor that stops answering is dropped, not waited for
+    }
+    if (outcome === Outcome.TIMEOUT) {
+      // a neighbor that stops answering is dropped, not waited for: two misses in a row (one can
+      // be a busy machine), as the Python peer does
+      const misses = (this.timeouts.get(peer) || 0) + 1;
+      this.timeouts.set(peer, misses);
+      if (misses >= 2) {
+        this.timeouts.delete(peer);
+        this.mesh.links.get(peer)?.close();
+      }
+    } else if (outcome === Outcome.MERGED || outcome === Outcome.DECLINED) {
+      this.timeouts.delete(peer);
     }
     if (outcome !== Outcome.MERGED) await sleep(Math.random() * 50); // desynchronize retries after a decline
   }
