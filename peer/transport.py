@@ -124,6 +124,17 @@ class MeshTransport:
 
     # ---- gossip.Transport -------------------------------------------------------------
     async def request(self, peer: str, update: Update) -> Update | None:
+        reply = await self._ask(peer, FrameKind.EXCHANGE_REQUEST, update)
+        if reply is not None:
+            self.last_distance = _distance(update.weights, reply.weights)
+        return reply
+
+    async def pull(self, peer: str) -> Update | None:
+        """Ask a neighbor for its current model (a joining peer starts from the swarm's state)."""
+        return await self._ask(peer, FrameKind.PULL_REQUEST, None)
+
+    async def _ask(self, peer: str, kind: FrameKind, update: Update | None) -> Update | None:
+        """Send a request frame and wait for the reply with its exchange id (None: declined)."""
         link = self.links().get(peer)
         if link is None:
             raise ConnectionError(f"no link to {peer[:8]}")
@@ -133,24 +144,7 @@ class MeshTransport:
         future: asyncio.Future[Update | None] = asyncio.get_running_loop().create_future()
         self._pending[(peer, exchange_id)] = future
         try:
-            await self.send(link, FrameKind.EXCHANGE_REQUEST, exchange_id, update)
-            reply = await future
-        finally:
-            self._pending.pop((peer, exchange_id), None)
-        if reply is not None:
-            self.last_distance = _distance(update.weights, reply.weights)
-        return reply
-
-    async def pull(self, peer: str) -> Update | None:
-        """Ask a neighbor for its current model (a joining peer starts from the swarm's state)."""
-        link = self.links().get(peer)
-        if link is None:
-            raise ConnectionError(f"no link to {peer[:8]}")
-        exchange_id = next(self._exchange)
-        future: asyncio.Future[Update | None] = asyncio.get_running_loop().create_future()
-        self._pending[(peer, exchange_id)] = future
-        try:
-            await self.send(link, FrameKind.PULL_REQUEST, exchange_id, None)
+            await self.send(link, kind, exchange_id, update)
             return await future
         finally:
             self._pending.pop((peer, exchange_id), None)

@@ -75,18 +75,8 @@ export class MeshTransport {
   }
 
   /** Ask a neighbor for its current model (a joining peer starts from the swarm's state). */
-  async pull(peerId) {
-    const link = this.links().get(peerId);
-    if (!link) throw new Error(`no link to ${peerId.slice(0, 8)}`);
-    const exchangeId = ++this._exchange;
-    const key = `${peerId}/${exchangeId}`;
-    const reply = new Promise((resolve) => this._pending.set(key, resolve));
-    try {
-      await this.send(link, FRAME_KIND.PULL_REQUEST, exchangeId, null);
-      return await reply;
-    } finally {
-      this._pending.delete(key);
-    }
+  pull(peerId) {
+    return this._ask(peerId, FRAME_KIND.PULL_REQUEST, null);
   }
 
   /** Lossy codecs: send w + r and keep r <- (w + r) - decode(encode(w + r)) per neighbor. */
@@ -113,6 +103,13 @@ export class MeshTransport {
 
   // ---- gossip transport ------------------------------------------------------------------
   async request(peerId, update) {
+    const result = await this._ask(peerId, FRAME_KIND.EXCHANGE_REQUEST, update);
+    if (result !== null) this.lastDistance = distance(update.weights, result.weights);
+    return result;
+  }
+
+  /** Send a request frame and wait for the reply with its exchange id (null: declined). */
+  async _ask(peerId, kind, update) {
     const link = this.links().get(peerId);
     if (!link) throw new Error(`no link to ${peerId.slice(0, 8)}`);
     if (this._pending.size >= MAX_PENDING) throw new Error("too many exchanges in flight");
@@ -120,10 +117,8 @@ export class MeshTransport {
     const key = `${peerId}/${exchangeId}`;
     const reply = new Promise((resolve) => this._pending.set(key, resolve));
     try {
-      await this.send(link, FRAME_KIND.EXCHANGE_REQUEST, exchangeId, update);
-      const result = await reply;
-      if (result !== null) this.lastDistance = distance(update.weights, result.weights);
-      return result;
+      await this.send(link, kind, exchangeId, update);
+      return await reply;
     } finally {
       this._pending.delete(key);
     }

@@ -184,13 +184,18 @@ function fieldsOf(vector) {
   }; // prettier-ignore
 }
 
-function headerMismatch(h, f) {
-  const got = {
+/** A parsed header in the vectors' field names and encodings (u64 as decimal strings). */
+function headerFields(h) {
+  return {
     version: h.version, kind: h.kind, codec: h.codec, flags: h.flags, swarm_id: bytesToHex(h.swarmId),
     model_id: bytesToHex(h.modelId), sender: bytesToHex(h.sender), receiver: bytesToHex(h.receiver),
     session: String(h.session), seq: String(h.seq), exchange_id: String(h.exchangeId),
     sample_weight: h.sampleWeight, step: String(h.step), payload_len: h.payloadLen, shapes: h.shapes,
   }; // prettier-ignore
+}
+
+function headerMismatch(h, f) {
+  const got = headerFields(h);
   const bigints = ["session", "seq", "exchangeId", "step"].filter((k) => typeof h[k] !== "bigint");
   if (bigints.length) return `not BigInt: ${bigints}`;
   for (const [k, v] of Object.entries(got)) {
@@ -520,13 +525,7 @@ window.decodeTestFrame = async function decodeTestFrame(frameHex) {
     const frame = await decodeFrame(hexToBytes(frameHex));
     const tensors = frameTensors(frame).map(f32hex);
     const h = frame.header;
-    const fields = {
-      version: h.version, kind: h.kind, codec: h.codec, flags: h.flags, swarm_id: bytesToHex(h.swarmId),
-      model_id: bytesToHex(h.modelId), sender: bytesToHex(h.sender), receiver: bytesToHex(h.receiver),
-      session: String(h.session), seq: String(h.seq), exchange_id: String(h.exchangeId),
-      sample_weight: h.sampleWeight, step: String(h.step), payload_len: h.payloadLen, shapes: h.shapes,
-    }; // prettier-ignore
-    return { reason: "ok", fields, tensors };
+    return { reason: "ok", fields: headerFields(h), tensors };
   } catch (exc) {
     if (exc instanceof ProtocolError) return { reason: exc.reason };
     throw exc;
