@@ -226,7 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--degree", type=int, help="target number of neighbors (default 4)")
     g.add_argument("--max-degree", type=int)
     g.add_argument("--codec", choices=["float32", "float16", "int8"])
-    g.add_argument("--robust", choices=["none", "clip"])
+    g.add_argument("--robust", choices=["none", "clip"],
+                   help="clip (default): self-centered clipping of neighbors' models; none: plain averaging (no defence)")
     g.add_argument("--ice-server", action="append", metavar="URL[,USER,CREDENTIAL]",
                    help="STUN/TURN server for every peer of the swarm (repeatable), e.g. turn:host:3478,u,p")  # fmt: skip
     s.set_defaults(func=cmd_publish)

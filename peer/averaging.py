@@ -37,6 +37,33 @@ def pair_average(
     return merged, (my_weight + their_weight) / 2.0
 
 
+MAX_WEIGHT_RATIO = 4.0
+
+
+def bounded_weight(their_weight: float, my_weight: float, ratio: float = MAX_WEIGHT_RATIO) -> float:
+    """The partner's claimed gossip weight, counted as at most ``ratio`` x our own.
+
+    A frame's ``sample_weight`` is the sender's claim; unbounded, one claim of 1e9 buys the
+    whole average and inflates the receiver's weight for good. Honest weights start at shard
+    sizes and only move towards their mean, so within ``ratio`` they are averaged exactly
+    (``sum n_i w_i`` is conserved); beyond it the claim is cut, as ClippedGossip (He,
+    Karimireddy and Jaggi, 2022) fixes mixing weights at the receiver instead of trusting
+    the sender. Raises ValueError for a non-finite or negative claim.
+    """
+    if not (np.isfinite(their_weight) and their_weight >= 0):
+        raise ValueError(f"gossip weight {their_weight!r} is not a finite non-negative number")
+    if my_weight <= 0:
+        return their_weight
+    return min(their_weight, ratio * my_weight)
+
+
+def bounded_pair_average(
+    mine: Sequence[np.ndarray], my_weight: float, theirs: Sequence[np.ndarray], their_weight: float
+) -> tuple[Weights, float]:
+    """``pair_average`` with the partner's weight bounded by ``bounded_weight`` (live peers' plain rule)."""
+    return pair_average(mine, my_weight, theirs, bounded_weight(their_weight, my_weight))
+
+
 def consensus_distance(models: Sequence[Sequence[np.ndarray]]) -> float:
     """Mean L2 distance of the models' flattened weights to their plain average."""
     flat = np.stack([np.concatenate([np.ravel(t) for t in m]) for m in models]).astype(np.float64)

@@ -68,6 +68,16 @@ def quiet_closed_transport_errors(loop: asyncio.AbstractEventLoop) -> None:
     loop.set_exception_handler(handler)
 
 
+# the pair's kind is its least direct side: a relayed pair is "relay" whichever end relays
+_PAIR_ORDER = ("relay", "srflx", "prflx", "host")
+
+
+def pair_type(local_type: str | None, remote_type: str | None) -> str | None:
+    """Kind of a selected candidate pair (host, srflx, prflx, relay) from its two candidate types."""
+    kinds = {local_type, remote_type}
+    return next((kind for kind in _PAIR_ORDER if kind in kinds), None)
+
+
 class LinkState(Enum):
     CONNECTING = "connecting"
     OPEN = "open"
@@ -136,6 +146,30 @@ class PeerLink:
             self._set_state(LinkState.OPEN)
         else:
             channel.on("open", lambda: self._set_state(LinkState.OPEN))
+
+    def ice_info(self) -> dict[str, object]:
+        """The selected ICE candidate pair and the SCTP smoothed RTT, best effort.
+
+        aiortc has no ``getStats()`` for ICE or SCTP, so this reads aioice's nominated pair and
+        SCTP's RFC 4960 SRTT estimate; either is ``None`` when aiortc changes those internals.
+        Keys: ``local_type``, ``remote_type``, ``pair`` (host/srflx/prflx/relay), ``remote_address``,
+        ``rtt_ms`` (float milliseconds, or None before the first acknowledged chunk).
+        """
+        info: dict[str, object] = {"local_type": None, "remote_type": None, "pair": None,
+                                   "remote_address": None, "rtt_ms": None}  # fmt: skip
+        try:
+            connection = self.pc.sctp.transport.transport._connection  # type: ignore[union-attr]
+            pair = next(iter(connection._nominated.values()), None)
+            if pair is not None:
+                info["local_type"] = pair.local_candidate.type
+                info["remote_type"] = pair.remote_candidate.type
+                info["remote_address"] = f"{pair.remote_addr[0]}:{pair.remote_addr[1]}"
+                info["pair"] = pair_type(pair.local_candidate.type, pair.remote_candidate.type)
+            srtt = self.pc.sctp._srtt  # type: ignore[union-attr]
+            info["rtt_ms"] = round(srtt * 1000.0, 2) if srtt is not None else None
+        except AttributeError as exc:
+            log.debug("no ICE pair information: %s", exc)
+        return info
 
     def _on_connection_state(self) -> None:
         if self.pc.connectionState in ("failed", "closed"):

@@ -43,6 +43,7 @@ from protocols.signaling import (
 )
 
 from .link import FrameHandler, LinkState, PeerLink
+from .ratelimit import TokenBucket
 
 log = logging.getLogger("peer.mesh")
 
@@ -63,11 +64,26 @@ class MeshConfig:
     relay_only: bool = False  # gather TURN relay candidates only (strict NATs, or proving the relay works)
 
 
+OFFER_RATE = 0.2  # offers per second a remote peer may send us, sustained (one per 5 s)
+OFFER_BURST = 3
+MAX_SIGNAL_SENDERS = 4096  # per-sender counters kept
+
+
 @dataclass
 class MeshStats:
     chunk_rejects: dict[str, int] = field(default_factory=dict)
     mdns_candidates_skipped: int = 0
     signaling_errors: list[str] = field(default_factory=list)
+    # relayed messages refused, by reason (bad_sdp, bad_candidate, offer_rate, not_linking) and by sender
+    signal_rejects: dict[str, int] = field(default_factory=dict)
+    signal_rejects_by_sender: dict[str, int] = field(default_factory=dict)
+    sessions: int = 0  # signaling sessions opened (reconnects = sessions - 1)
+
+    def reject(self, sender: str, reason: str) -> None:
+        self.signal_rejects[reason] = self.signal_rejects.get(reason, 0) + 1
+        self.signal_rejects_by_sender[sender] = self.signal_rejects_by_sender.get(sender, 0) + 1
+        while len(self.signal_rejects_by_sender) > MAX_SIGNAL_SENDERS:
+            self.signal_rejects_by_sender.pop(next(iter(self.signal_rejects_by_sender)))
 
 
 class Mesh:
@@ -100,6 +116,7 @@ class Mesh:
         self._retry_at: dict[str, float] = {}
         self.banned: dict[str, float] = {}  # peer id -> until (monotonic): no links either way
         self._rng = random.Random()
+        self._offer_buckets: dict[str, TokenBucket] = {}
         self._closing = False
         self.report_source: Callable[[], Report | None] | None = None  # metrics for the contribution board
 
@@ -138,18 +155,29 @@ class Mesh:
     def open_links(self) -> list[PeerLink]:
         return [link for link in self.links.values() if link.state == LinkState.OPEN]
 
+    def link_report(self) -> list[dict[str, object]]:
+        """Per open link: neighbor, its client, the selected ICE pair's candidate types and the RTT (ms)."""
+        return [{"peer": link.peer_id, "client": link.remote.client, **link.ice_info()} for link in self.open_links()]
+
     # ---- signaling ----------------------------------------------------------------------
     async def _signaling_loop(self) -> None:
+        """Keep one signaling session up: whatever ends it (server gone, network down, a bug),
+        reconnect with jittered exponential backoff. Only ``close()`` stops this loop."""
         delay = 0.5
         while not self._closing:
             try:
                 async with aiohttp.ClientSession() as session:
                     async with session.ws_connect(self.ws_url, heartbeat=self.config.ping_interval) as ws:
                         self._ws = ws
+                        self.stats.sessions += 1
                         delay = 0.5
                         await self._session(ws)
+                if not self._closing:
+                    log.warning("signaling session with %s ended; reconnecting in about %.1f s", self.ws_url, delay)
             except (aiohttp.ClientError, ConnectionError, TimeoutError, ProtocolError) as exc:
                 log.warning("signaling connection to %s failed: %s; retrying in %.1f s", self.ws_url, exc, delay)
+            except Exception:  # a bug must not leave the peer offline for good: log it loudly and reconnect
+                log.exception("signaling session failed unexpectedly; reconnecting in %.1f s", delay)
             finally:
                 self._ws = None
                 self.connected.clear()
@@ -188,7 +216,13 @@ class Mesh:
             except ProtocolError as exc:
                 log.warning("ignoring malformed signaling message: %s", exc)
                 continue
-            await self._dispatch(parsed)
+            try:
+                await self._dispatch(parsed)
+            except Exception as exc:  # noqa: BLE001 - one peer's message must never end our session
+                sender = getattr(parsed, "from_", None) or "server"
+                self.stats.reject(sender, "bad_" + getattr(parsed, "type", "message"))
+                log.warning("refused a %s from %s: %s: %s", getattr(parsed, "type", "message"), sender[:8],
+                            type(exc).__name__, exc)  # fmt: skip
 
     async def _send(self, message: BaseModel) -> None:
         ws = self._ws
@@ -264,33 +298,69 @@ class Mesh:
         await self._send(Candidate(to=info.peer_id, candidate=None))
         return link
 
+    def _would_link(self, sender: str) -> bool:
+        """Whether an offer from ``sender`` may be answered at all (silence costs us nothing)."""
+        return sender in self.known and self.ready.is_set() and not self.is_banned(sender)
+
+    def _offer_allowed(self, sender: str) -> bool:
+        bucket = self._offer_buckets.get(sender)
+        if bucket is None:
+            bucket = self._offer_buckets[sender] = TokenBucket(OFFER_RATE, OFFER_BURST)
+            while len(self._offer_buckets) > MAX_SIGNAL_SENDERS:
+                self._offer_buckets.pop(next(iter(self._offer_buckets)))
+        return bucket.take()
+
     async def _on_offer(self, msg: Offer) -> None:
         sender = msg.from_ or ""
-        info = self.known.get(sender)
-        if info is None or not self.ready.is_set() or self.is_banned(sender):
-            return  # not ready for frames yet (the offerer times out and retries), or banned
+        if not self._would_link(sender):
+            self.stats.reject(sender, "not_linking")
+            return  # not ready for frames yet (the offerer times out and retries), banned, or not a partner
+        if not self._offer_allowed(sender):
+            self.stats.reject(sender, "offer_rate")
+            return  # an offer flood gets no answers: we never amplify it
         existing = self.links.get(sender)
         if existing is not None:
             glare = existing.pc.signalingState == "have-local-offer"
             if glare and self.peer_id < sender:
                 return  # our offer wins; the other side answers it
+            if existing.state == LinkState.OPEN:
+                self.stats.reject(sender, "already_linked")
+                return  # a working link is never torn down by a new offer (re-offers come after it closes)
             await existing.close()
         elif len(self.links) >= self.config.max_degree:
             return  # full: the offerer's connect timeout sends it elsewhere
+        info = self.known[sender]
         link = self._new_link(info)
         link.pc.on("datachannel", link.attach)
-        await link.pc.setRemoteDescription(RTCSessionDescription(sdp=msg.sdp, type="offer"))
-        await link.pc.setLocalDescription(await link.pc.createAnswer())
+        try:
+            await link.pc.setRemoteDescription(RTCSessionDescription(sdp=msg.sdp, type="offer"))
+            if link.pc.sctp is None:
+                raise ValueError("the offer has no data channel (application) section")
+            await link.pc.setLocalDescription(await link.pc.createAnswer())
+        except Exception as exc:  # noqa: BLE001 - aiortc raises many types on junk SDP
+            self.stats.reject(sender, "bad_sdp")
+            log.info("refused an unusable offer from %s: %s: %s", sender[:8], type(exc).__name__, exc)
+            await link.close()
+            return
         await self._send(Answer(to=sender, sdp=link.pc.localDescription.sdp))
         await self._send(Candidate(to=sender, candidate=None))
 
     async def _on_answer(self, msg: Answer) -> None:
-        link = self.links.get(msg.from_ or "")
-        if link is not None and link.pc.signalingState == "have-local-offer":
+        sender = msg.from_ or ""
+        link = self.links.get(sender)
+        if link is None or link.pc.signalingState != "have-local-offer":
+            self.stats.reject(sender, "unexpected_answer")
+            return
+        try:
             await link.pc.setRemoteDescription(RTCSessionDescription(sdp=msg.sdp, type="answer"))
+        except Exception as exc:  # noqa: BLE001 - aiortc raises many types on junk SDP
+            self.stats.reject(sender, "bad_sdp")
+            log.info("refused an unusable answer from %s: %s: %s", sender[:8], type(exc).__name__, exc)
+            await link.close()
 
     async def _on_candidate(self, msg: Candidate) -> None:
-        link = self.links.get(msg.from_ or "")
+        sender = msg.from_ or ""
+        link = self.links.get(sender)
         if link is None or link.pc.remoteDescription is None:
             return
         if msg.candidate is None or msg.candidate == "":
@@ -302,13 +372,13 @@ class Mesh:
             return
         try:
             candidate = candidate_from_sdp(text)
-        except (ValueError, IndexError):
-            log.debug("ignoring unparsable candidate %r", msg.candidate)
-            return
-        candidate.sdpMid, candidate.sdpMLineIndex = msg.sdp_mid, msg.sdp_mline_index
-        if candidate.sdpMid is None and candidate.sdpMLineIndex is None:
-            candidate.sdpMLineIndex = 0
-        await link.pc.addIceCandidate(candidate)
+            candidate.sdpMid, candidate.sdpMLineIndex = msg.sdp_mid, msg.sdp_mline_index
+            if candidate.sdpMid is None and candidate.sdpMLineIndex is None:
+                candidate.sdpMLineIndex = 0
+            await link.pc.addIceCandidate(candidate)
+        except Exception as exc:  # noqa: BLE001 - a malformed candidate is the sender's problem, never ours
+            self.stats.reject(sender, "bad_candidate")
+            log.info("ignoring an unusable candidate from %s: %s: %s", sender[:8], type(exc).__name__, exc)
 
     async def _maintain_loop(self) -> None:
         while True:

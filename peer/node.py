@@ -27,7 +27,7 @@ from protocols.signaling import Report
 from . import checkpoint
 from .config import PeerConfig, ws_url
 from .fetch import fetch_blob, fetch_manifest
-from .averaging import ClippedPairAverage, pair_average
+from .averaging import ClippedPairAverage, bounded_pair_average
 from .fedavg import FedAvgAggregator, adopt
 from .gossip import GossipEngine, Outcome
 from .ice import use_candidate_addresses
@@ -153,7 +153,7 @@ class PeerNode:
             return GossipEngine(trainer, average=adopt)
         if manifest.gossip.robust == "clip":
             return GossipEngine(trainer, average=ClippedPairAverage(manifest.gossip.clip_multiplier))
-        return GossipEngine(trainer, average=pair_average)
+        return GossipEngine(trainer, average=bounded_pair_average)
 
     def _make_trainer(self, manifest: Manifest, initial: bytes, train: Any, test: Any) -> Any:
         from .trainer import Trainer  # TensorFlow is imported only once the swarm is known
@@ -254,6 +254,7 @@ class PeerNode:
                 served=engine.served, declined=engine.declined_requests, neighbor_distance=transport.last_distance,
                 bytes_sent=sum(l.bytes_sent for l in links), bytes_received=sum(l.bytes_received for l in links),
                 signaling=mesh.connected.is_set(), final=final, pulled_from=self.summary.get("pulled_from"),
+                gossip_weight=trainer.gossip_weight, links=mesh.link_report(),
             )  # fmt: skip
             out.write(row)
             if cfg.progress:

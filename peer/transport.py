@@ -25,6 +25,7 @@ from .fedavg import FedAvgAggregator
 from .gossip import GossipEngine, Update
 from .link import PeerLink
 from .metrics import PeerMetrics
+from .ratelimit import TokenBucket
 from .verifier import FrameRejected, FrameVerifier
 
 log = logging.getLogger("peer.transport")
@@ -40,21 +41,6 @@ STRIKE_WINDOW_S = 60.0
 PULL_INTERVAL_S = 10.0  # one model per neighbor per this long, however often it asks
 HARD_CLIP_RATIO = 4.0  # a model this many times farther than tau counts as a strike
 NOT_STRIKES = {"unexpected", "rate_limited"}  # late replies after a timeout are not misbehaviour
-
-
-class TokenBucket:
-    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self.rate, self.burst, self.clock = rate, burst, clock
-        self.tokens, self.updated = float(burst), clock()
-
-    def take(self) -> bool:
-        now = self.clock()
-        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
-        self.updated = now
-        if self.tokens < 1:
-            return False
-        self.tokens -= 1
-        return True
 
 
 class MeshTransport:

@@ -91,7 +91,9 @@ class GossipConfig(_Strict):
     max_degree: int = Field(default=8, ge=1, le=128, description="refuse connections beyond this")
     codec: Literal["float32", "float16", "int8"] = "float32"
     robust: Literal["none", "clip"] = Field(
-        default="none", description="clip: self-centered clipping of every neighbor's difference (ClippedGossip)"
+        default="clip",
+        description="clip (default): self-centered clipping of every neighbor's difference (ClippedGossip); "
+        "none: plain weighted averaging, which one validly signed poisoned frame can wreck",
     )
     clip_multiplier: float = Field(default=2.0, gt=0, le=100, description="tau = this x median recent distance")
     exchange_timeout_s: float = Field(default=10.0, gt=0, le=600)

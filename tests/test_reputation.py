@@ -15,7 +15,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from peer.gossip import GossipEngine
 from peer.link import LinkState
 from peer.metrics import PeerMetrics
-from peer.transport import FRAME_BURST, STRIKES_TO_BAN, MeshTransport, TokenBucket
+from peer.ratelimit import TokenBucket
+from peer.transport import FRAME_BURST, STRIKES_TO_BAN, MeshTransport
 from peer.verifier import FrameVerifier
 from protocols.frame import FrameKind, build_frame
 

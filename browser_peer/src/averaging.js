@@ -16,6 +16,22 @@ export function pairAverage(mine, myWeight, theirs, theirWeight) {
   return [merged, total / 2];
 }
 
+export const MAX_WEIGHT_RATIO = 4.0;
+
+/** The partner's claimed gossip weight counted as at most ratio x ours (peer.averaging.bounded_weight). */
+export function boundedWeight(theirWeight, myWeight, ratio = MAX_WEIGHT_RATIO) {
+  if (!(Number.isFinite(theirWeight) && theirWeight >= 0)) {
+    throw new Error(`gossip weight ${theirWeight} is not a finite non-negative number`);
+  }
+  if (myWeight <= 0) return theirWeight;
+  return Math.min(theirWeight, ratio * myWeight);
+}
+
+/** pairAverage with the partner's weight bounded (live peers' plain rule, peer.averaging.bounded_pair_average). */
+export function boundedPairAverage(mine, myWeight, theirs, theirWeight) {
+  return pairAverage(mine, myWeight, theirs, boundedWeight(theirWeight, myWeight));
+}
+
 export function distance(a, b) {
   let sum = 0;
   for (let i = 0; i < a.length; i++) {

@@ -1,6 +1,6 @@
 // A browser peer, composed like peer/node.py: fetch the swarm, join the mesh, train, gossip.
 // The dashboard only reads `snapshot()`; tests read the same object through window.swarmPeer.
-import { ClippedPairAverage, pairAverage } from "./averaging.js";
+import { ClippedPairAverage, boundedPairAverage } from "./averaging.js";
 import { decodeShard } from "./dataset.js";
 import { GossipEngine, Lock, Outcome, withTimeout } from "./gossip.js";
 import { fetchBlob, fetchManifest } from "./manifest.js";
@@ -89,7 +89,7 @@ export class BrowserPeer {
     };
     const clip = manifest.gossip.robust === "clip" ? new ClippedPairAverage(manifest.gossip.clip_multiplier) : null;
     this.clip = clip;
-    this.engine = new GossipEngine(model, clip ? (...a) => clip.average(...a) : pairAverage);
+    this.engine = new GossipEngine(model, clip ? (...a) => clip.average(...a) : boundedPairAverage);
     this.engine.clip = clip;
     this.verifier = new FrameVerifier({
       swarmId: hexToBytes(this.swarmId), modelId: hexToBytes(modelId), ownKey: this.identity.publicKey,
