@@ -9,6 +9,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def _loop_policy() -> None:
@@ -43,10 +44,37 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"self-signed certificate {cert} (browsers will ask to accept it; Python peers: SSL_CERT_FILE={cert})")
     ssl_context = tls_context(cert, key) if cert and key else None
     scheme = "https" if ssl_context else "http"
-    overrides = {"max_upload_bytes": int(args.max_upload_mb * 1024 * 1024)} if args.max_upload_mb else {}
-    config = ServerConfig(data_dir=data_dir, public_url=args.public_url, browser_dir=default_browser_dir(), **overrides)
+    overrides: dict[str, Any] = {"max_upload_bytes": int(args.max_upload_mb * 1024 * 1024)} if args.max_upload_mb else {}
+    if bool(args.turn_url) != bool(args.turn_secret_file):
+        raise ValueError("--turn-url and --turn-secret-file go together (coturn with use-auth-secret; see `swarm turn-config`)")
+    if args.turn_url:
+        from signaling.ice import load_turn_secret
+
+        overrides |= {"turn_urls": args.turn_url, "turn_secret": load_turn_secret(Path(args.turn_secret_file)),
+                      "turn_ttl_s": args.turn_ttl}  # fmt: skip
+    stun = None if args.no_stun else args.stun_port
+    config = ServerConfig(data_dir=data_dir, public_url=args.public_url, browser_dir=default_browser_dir(),
+                          stun_port=stun, stun_bind=args.host, stun_host=args.stun_host, **overrides)  # fmt: skip
     print(f"serving {scheme}://{args.host}:{args.port}/ (swarm index at /swarms, no-code publishing at /peer/publish.html)")
+    if stun is not None:
+        print(f"STUN on udp {args.host}:{stun} (peers of swarms listing no ICE servers get it in their welcome)")
     web.run_app(make_app(config), host=args.host, port=args.port, ssl_context=ssl_context, print=lambda *_: None)
+    return 0
+
+
+def cmd_turn_config(args: argparse.Namespace) -> int:
+    import secrets
+
+    from signaling.ice import coturn_config
+
+    path = Path(args.secret_file)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_hex(32) + "\n")
+        print(f"# new secret written to {path} (mode 600)", file=sys.stderr)
+    print(coturn_config(secret_file=path, realm=args.realm, listening_ip=args.listening_ip, external_ip=args.external_ip,
+                        port=args.port, min_port=args.min_port, max_port=args.max_port), end="")  # fmt: skip
     return 0
 
 
@@ -60,6 +88,11 @@ def _ice_server_list(specs: list[str] | None) -> list:
             raise ValueError(f"--ice-server {spec!r}: use URL or URL,USERNAME,CREDENTIAL")
         servers.append(IceServer(urls=[url], username=cred[0] if cred else None,
                                  credential=cred[1] if cred else None))  # fmt: skip
+    from protocols.manifest import static_turn_password
+
+    refused = static_turn_password(servers)
+    if refused is not None:
+        raise ValueError(f"--ice-server {refused}")
     return servers
 
 
@@ -185,7 +218,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tls-name", action="append", metavar="NAME",
                    help="extra host name or IP for the self-signed certificate (repeatable)")  # fmt: skip
     s.add_argument("--max-upload-mb", type=float, help="largest publish upload in MiB (default 256)")
+    g = s.add_argument_group("NAT traversal (docs/NETWORK.md)")
+    g.add_argument("--stun-port", type=int, default=3478, help="UDP port of the built-in STUN server (default 3478)")
+    g.add_argument("--no-stun", action="store_true", help="do not run the built-in STUN server")
+    g.add_argument("--stun-host", help="host name peers use for the STUN server (default: --public-url's, else "
+                                       "the host name each peer used to reach this server)")  # fmt: skip
+    g.add_argument("--turn-url", action="append", metavar="URL",
+                   help="TURN server peers may relay through, e.g. turn:HOST:3478 (repeatable; coturn with use-auth-secret)")
+    g.add_argument("--turn-secret-file", metavar="FILE", help="coturn's static-auth-secret; each peer gets its own "
+                                                              "time-limited credentials made from it")  # fmt: skip
+    g.add_argument("--turn-ttl", type=int, default=24 * 3600, help="lifetime of issued TURN credentials in s (default 1 day)")
     s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("turn-config", help="print a coturn config that accepts the TURN credentials this server issues")
+    s.add_argument("--secret-file", required=True, help="the shared secret (made if missing), as for --turn-secret-file")
+    s.add_argument("--realm", default="gossip-swarm", help="TURN realm (any name; default gossip-swarm)")
+    s.add_argument("--listening-ip", help="address coturn listens and relays on (default: all)")
+    s.add_argument("--external-ip", help="public address, when coturn is behind a 1:1 NAT (cloud VMs)")
+    s.add_argument("--port", type=int, default=3478, help="TURN port (default 3478)")
+    s.add_argument("--min-port", type=int, default=49152, help="lowest relay port (default 49152)")
+    s.add_argument("--max-port", type=int, default=65535, help="highest relay port (default 65535)")
+    s.set_defaults(func=cmd_turn_config)
 
     s = sub.add_parser("publish", help="publish a model (Keras .h5, TF.js directory, or a no-code MLP) to a server",
                        description="Publish a swarm. Without --model, a no-code MLP is built from --hidden "
@@ -229,7 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--robust", choices=["none", "clip"],
                    help="clip (default): self-centered clipping of neighbors' models; none: plain averaging (no defence)")
     g.add_argument("--ice-server", action="append", metavar="URL[,USER,CREDENTIAL]",
-                   help="STUN/TURN server for every peer of the swarm (repeatable), e.g. turn:host:3478,u,p")  # fmt: skip
+                   help="STUN server for every peer of the swarm (repeatable), e.g. stun:host:3478; default: the "
+                        "signaling server's own STUN. TURN passwords are refused: see `swarm serve --turn-url`")  # fmt: skip
     s.set_defaults(func=cmd_publish)
 
     s = sub.add_parser("export", help="save a peer's model as Keras .h5 and TF.js layers format")

@@ -117,6 +117,7 @@ class Mesh:
         self.banned: dict[str, float] = {}  # peer id -> until (monotonic): no links either way
         self._rng = random.Random()
         self._offer_buckets: dict[str, TokenBucket] = {}
+        self._swarm_ice_servers: list[IceServer] = []
         self._closing = False
         self.report_source: Callable[[], Report | None] | None = None  # metrics for the contribution board
 
@@ -154,6 +155,10 @@ class Mesh:
 
     def open_links(self) -> list[PeerLink]:
         return [link for link in self.links.values() if link.state == LinkState.OPEN]
+
+    def ice_servers(self) -> list[IceServer]:
+        """The configured ICE servers if the user gave any, else the swarm's from the latest welcome."""
+        return list(self.config.ice_servers) if self.config.ice_servers is not None else list(self._swarm_ice_servers)
 
     def link_report(self) -> list[dict[str, object]]:
         """Per open link: neighbor, its client, the selected ICE pair's candidate types and the RTT (ms)."""
@@ -237,8 +242,9 @@ class Mesh:
                                   signature=signature.hex(), client=self.config.client))  # type: ignore[arg-type]  # fmt: skip
         elif isinstance(msg, Welcome):
             self.known = {p.peer_id: p for p in msg.peers if p.peer_id != self.peer_id}
-            if self.config.ice_servers is None:
-                self.config.ice_servers = list(msg.ice_servers)
+            # every welcome, not just the first: TURN credentials are per peer and expire, and a
+            # reconnect brings fresh ones
+            self._swarm_ice_servers = list(msg.ice_servers)
             if not self.welcome.done():
                 self.welcome.set_result(msg)
             self.connected.set()
@@ -265,7 +271,7 @@ class Mesh:
     # ---- connections --------------------------------------------------------------------
     def _new_link(self, info: PeerInfo) -> PeerLink:
         servers = [RTCIceServer(urls=s.urls, username=s.username, credential=s.credential)
-                   for s in self.config.ice_servers or []]  # fmt: skip
+                   for s in self.ice_servers()]  # fmt: skip
         policy = RTCIceTransportPolicy.RELAY if self.config.relay_only else RTCIceTransportPolicy.ALL
         pc = RTCPeerConnection(RTCConfiguration(iceServers=servers, iceTransportPolicy=policy))
         link = PeerLink(info, pc, max_frame_size=self.max_frame_size, on_frame=self.on_frame,

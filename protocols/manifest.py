@@ -156,6 +156,21 @@ class SignedManifest(_Strict):
         return body
 
 
+STATIC_TURN_PASSWORD = (
+    "a TURN password in a manifest is public to anyone who fetches it; run coturn with use-auth-secret "
+    "(`swarm turn-config`) and `swarm serve --turn-url turn:HOST:3478 --turn-secret-file FILE`: the server then "
+    "gives each peer its own time-limited TURN credentials, and the manifest lists no TURN server"
+)
+
+
+def static_turn_password(servers: list[IceServer]) -> str | None:
+    """Why ``servers`` may not be published (a TURN URL with a credential), or None if they may."""
+    for server in servers:
+        if server.credential and any(url.split(":", 1)[0].lower() in ("turn", "turns") for url in server.urls):
+            return f"{server.urls[0]}: {STATIC_TURN_PASSWORD}"
+    return None
+
+
 def _prod(shape: list[int]) -> int:
     n = 1
     for d in shape:

@@ -14,9 +14,10 @@ import math
 import os
 import secrets
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import BodyPartReader, WSMsgType, web
 from pydantic import BaseModel
@@ -46,6 +47,8 @@ from protocols.signaling import (
 )
 
 from .config import ServerConfig
+from .ice import welcome_ice_servers
+from .stun import StunServer, start_stun
 from .pages import swarm_index
 from .limits import AddressLimits
 from .registry import Member, Registry, TokenBucket
@@ -57,6 +60,8 @@ CONFIG = web.AppKey("config", ServerConfig)
 STORE = web.AppKey("store", ContentStore)
 REGISTRY = web.AppKey("registry", Registry)
 LIMITS = web.AppKey("limits", AddressLimits)
+STUN = web.AppKey("stun", StunServer)
+STUN_PORT = web.AppKey("stun_port", int)
 
 
 async def _send(ws: web.WebSocketResponse, message: BaseModel) -> None:
@@ -126,13 +131,22 @@ async def _register(request: web.Request, ws: web.WebSocketResponse, join: Join,
     others = list(room.members.values())
     room.members[info.peer_id] = member
     manifest = store.manifest(join.swarm_id)
-    ice = manifest[1].ice_servers if manifest else []
+    ice = _ice_servers(request, manifest[1].ice_servers if manifest else [], info.peer_id)
     await _send(ws, Welcome(peer_id=info.peer_id, swarm_id=join.swarm_id,
                             peers=[m.info for m in others], shard=member.shard, ice_servers=ice))  # fmt: skip
     for other in others:
         await _send(other.ws, PeerJoined(peer=info))
     log.info("peer %s joined swarm %s (shard %d, %d peers)", info.peer_id[:8], join.swarm_id[:8], member.shard, len(room.members))
     return member
+
+
+def _ice_servers(request: web.Request, listed: list[Any], peer_id: str) -> list[Any]:
+    """The manifest's ICE servers (or our STUN server) plus TURN credentials issued to ``peer_id``."""
+    cfg = request.app[CONFIG]
+    stun_port = request.app.get(STUN_PORT)
+    host = cfg.stun_host or (urlsplit(cfg.public_url).hostname if cfg.public_url else None) or request.url.host
+    return welcome_ice_servers(listed, stun_host=host, stun_port=stun_port, turn_urls=cfg.turn_urls,
+                               turn_secret=cfg.turn_secret, peer_id=peer_id, turn_ttl_s=cfg.turn_ttl_s)  # fmt: skip
 
 
 async def _relay(request: web.Request, swarm_id: str, sender: str, msg: Offer | Answer | Candidate) -> Error | None:
@@ -235,8 +249,10 @@ async def _leave(request: web.Request, swarm_id: str, member: Member, ws: web.We
 
 async def health(request: web.Request) -> web.Response:
     registry = request.app[REGISTRY]
+    stun = request.app.get(STUN)
     return web.json_response({"status": "ok", "swarms": len(request.app[STORE].swarms()),
-                              "peers": registry.peer_count(), "protocol": 1})  # fmt: skip
+                              "peers": registry.peer_count(), "protocol": 1,
+                              "stun": dict(stun.counts) if stun is not None else None})  # fmt: skip
 
 
 def join_url(request: web.Request, swarm_id: str) -> str:
@@ -492,7 +508,21 @@ def make_app(config: ServerConfig) -> web.Application:
         # show_index off and aiohttp's static route refuses paths leaving the directory
         app.router.add_static("/peer/", config.browser_dir, follow_symlinks=False)
     app.on_shutdown.append(_close_sockets)
+    if config.stun_port is not None:
+        app.cleanup_ctx.append(_stun_server)
     return app
+
+
+async def _stun_server(app: web.Application) -> AsyncIterator[None]:
+    """The STUN server lives exactly as long as the application."""
+    cfg = app[CONFIG]
+    assert cfg.stun_port is not None
+    transport, protocol = await start_stun(cfg.stun_bind, cfg.stun_port)
+    app[STUN], app[STUN_PORT] = protocol, int(transport.get_extra_info("sockname")[1])
+    try:
+        yield
+    finally:
+        transport.close()
 
 
 async def _close_sockets(app: web.Application) -> None:

@@ -28,3 +28,10 @@ class ServerConfig(BaseModel):
     uploads_per_minute_per_address: float = 10.0
     exempt_loopback: bool = True  # behind a reverse proxy every client is 127.0.0.1: limit at the proxy
     browser_dir: Path | None = None  # browser_peer/ to serve at /peer/ (issue 3)
+    # ICE for peers behind NATs (signaling.ice): the server's own STUN, and TURN credentials it issues
+    stun_port: int | None = Field(default=None, ge=0, le=65535, description="UDP port of the STUN server; None: off")
+    stun_bind: str = "0.0.0.0"  # address the STUN socket binds (the CLI uses --host)
+    stun_host: str | None = None  # host name in the welcome's stun: URL (default: public_url's, else the request's)
+    turn_urls: list[str] = Field(default_factory=list, max_length=8)  # e.g. turn:turn.example.org:3478
+    turn_secret: str | None = Field(default=None, repr=False)  # coturn's static-auth-secret (use-auth-secret)
+    turn_ttl_s: int = Field(default=24 * 3600, ge=60, le=30 * 24 * 3600)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from protocols.crypto import sha256
 from protocols.errors import ManifestError
-from protocols.manifest import Manifest, SignedManifest, envelope_json, parse_envelope
+from protocols.manifest import Manifest, SignedManifest, envelope_json, parse_envelope, static_turn_password
 
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 _SWARM = re.compile(r"^[0-9a-f]{32}$")
@@ -68,6 +68,9 @@ class ContentStore:
             manifest = signed.verify()
         except ManifestError as exc:
             raise PublishError(str(exc)) from None
+        refused = static_turn_password(list(manifest.ice_servers))
+        if refused is not None:
+            raise PublishError(refused)
         previous = self._manifests.get(manifest.swarm_id)
         if previous is not None and previous[1].publisher_key != manifest.publisher_key:
             raise PublishError(f"swarm {manifest.swarm_id} belongs to another publisher key")

@@ -1,33 +1,29 @@
 """NAT relay: two peers that may only use TURN relay candidates still gossip-train.
 
-coturn (Debian's ``turnserver``, installed by the test set-up) runs on 127.0.0.1 with a
-long-term credential. The swarm's manifest names it in ``ice_servers``, so every peer gets it
-from the server's welcome; the peers run with ``--ice-relay-only`` (ICE transport policy
-"relay"), so no host candidate exists and every byte goes through the relay.
+coturn (Debian's ``turnserver``, installed by the test set-up) runs on 127.0.0.1 with the
+config ``swarm turn-config`` writes (``use-auth-secret``). The manifest lists no ICE server:
+the signaling server (``turn_urls``/``turn_secret``, as ``swarm serve --turn-url
+--turn-secret-file``) hands each peer its own time-limited TURN REST credentials in the
+welcome. The peers run with ``--ice-relay-only``, so every byte goes through the relay.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import shutil
 import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from apps.procs import spawn_peer
+from apps.procs import spawn_peer, start_server
 from apps.publish import upload
-from protocols.manifest import sign_manifest
-from protocols.signaling import IceServer
+from signaling.ice import load_turn_secret, turn_rest_credentials
 
-USER, PASSWORD = "swarm", "relay-secret"
-
+from turn import allocate, coturn
 
 def _free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -36,37 +32,28 @@ def _free_udp_port() -> int:
 
 
 @pytest.fixture
-def turn_server(tmp_path: Path) -> Iterator[tuple[int, Path]]:
-    exe = shutil.which("turnserver")
-    if exe is None:
-        raise RuntimeError("coturn's turnserver is missing: run ./scripts/setup.sh --browser (it installs coturn)")
-    port, log = _free_udp_port(), tmp_path / "turnserver.log"
-    low = 40000 + port % 20000
-    cmd = [exe, "-n", "--listening-ip", "127.0.0.1", "--relay-ip", "127.0.0.1", "--listening-port", str(port),
-           "--min-port", str(low), "--max-port", str(low + 200), "--lt-cred-mech", "--user", f"{USER}:{PASSWORD}",
-           "--realm", "gossip-swarm", "--allow-loopback-peers", "--no-cli", "--no-tls", "--no-dtls",
-           "--log-file", str(log), "--simple-log", "--pidfile", str(tmp_path / "turnserver.pid"), "--verbose"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 10
-        while not (log.exists() and "listener opened" in log.read_text(errors="replace").lower()):
-            assert proc.poll() is None, f"turnserver exited: {log.read_text(errors='replace') if log.exists() else ''}"
-            assert time.monotonic() < deadline, "turnserver did not start listening"
-            time.sleep(0.1)
-        yield port, log
-    finally:
-        proc.terminate()
-        proc.wait(10)
+def turn_server(tmp_path: Path) -> Iterator[tuple[int, Path, Path]]:
+    """coturn on 127.0.0.1 with the config ``swarm turn-config`` generates: (port, log, secret file)."""
+    secret = tmp_path / "turn-secret"
+    secret.write_text("test-secret-" + "ab" * 16)
+    port = _free_udp_port()
+    with coturn(tmp_path, secret, ip="127.0.0.1", port=port, loopback_peers=True) as log:
+        yield port, log, secret
 
 
-async def test_peers_reachable_only_through_a_turn_relay_still_exchange(server: str, default_publication: Any,
-                                                                         turn_server: tuple[int, Path], tmp_path: Path) -> None:  # fmt: skip
-    port, turn_log = turn_server
-    key = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
-    ice = [IceServer(urls=[f"turn:127.0.0.1:{port}?transport=udp"], username=USER, credential=PASSWORD)]
-    manifest = default_publication.manifest.model_copy(update={"ice_servers": ice, "swarm_id": "7e1a" * 8})
-    publication = dataclasses.replace(default_publication, manifest=manifest, signed=sign_manifest(key, manifest))
-    join_url = (await upload(server, publication))["join_url"]
+async def test_peers_reachable_only_through_a_turn_relay_still_exchange(default_publication: Any,
+                                                                         turn_server: tuple[int, Path, Path], tmp_path: Path) -> None:  # fmt: skip
+    """The manifest lists no TURN server: the signaling server issues each peer its own credentials."""
+    port, turn_log, secret_file = turn_server
+    secret = load_turn_secret(secret_file)
+    # coturn refuses credentials that are forged (wrong secret) or expired, and accepts issued ones
+    good = turn_rest_credentials(secret, "ab" * 16, ttl_s=600)
+    assert await allocate(("127.0.0.1", port), *good) is not None
+    assert await allocate(("127.0.0.1", port), *turn_rest_credentials("another-secret-0123456789", "ab" * 16)) is None
+    assert await allocate(("127.0.0.1", port), *turn_rest_credentials(secret, "ab" * 16, ttl_s=600, now=time.time() - 3600)) is None
+    runner, server = await start_server(tmp_path / "server-data", turn_urls=[f"turn:127.0.0.1:{port}?transport=udp"],
+                                        turn_secret=secret)  # fmt: skip
+    join_url = (await upload(server, dataclasses.replace(default_publication)))["join_url"]
     procs = [spawn_peer(join_url, tmp_path, f"relayed{i}", "--seed", str(i), "--ice-relay-only", "--eval-limit", "500")
              for i in range(2)]  # fmt: skip
     try:
@@ -83,6 +70,8 @@ async def test_peers_reachable_only_through_a_turn_relay_still_exchange(server: 
         for p in procs:
             p.terminate()
         await asyncio.gather(*(p.wait(60) for p in procs))
+        await runner.cleanup()
+    assert all(link["pair"] == "relay" for r in rows for link in r["links"]), rows  # type: ignore[index]
     text = turn_log.read_text(errors="replace").lower()
     # both peers allocated relay addresses and coturn relayed their traffic to each other
     assert text.count("allocate") >= 2 and "peer 127.0.0.1" in text, text[-3000:]
