@@ -1,5 +1,7 @@
 // The page: starts a BrowserPeer for the swarm in the URL (/s/<swarm id>) and renders its
 // snapshot twice a second. window.swarmPeer is the peer itself (tests read its snapshot).
+// The mesh's signaling counters and each link's ICE pair are read from peer.mesh itself
+// (stats, links), which is also where tests read them.
 /* global Chart */
 import { parseCsv } from "./dataset.js";
 import { BrowserPeer } from "./peer.js";
@@ -7,6 +9,14 @@ import { BrowserPeer } from "./peer.js";
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const swarmId = (location.pathname.match(/\/s\/([0-9a-f]{32})/) || [])[1] || params.get("swarm");
+
+const fmtMs = (ms) => (ms < 10 ? ms.toFixed(1) : Math.round(ms).toString());
+
+/** "srflx · 42 ms": the neighbor's selected ICE candidate pair and its RTT, once known. */
+function iceText(info) {
+  if (!info || !info.pair) return "";
+  return info.rtt_ms === null ? ` · ${info.pair}` : ` · ${info.pair} · ${fmtMs(info.rtt_ms)} ms`;
+}
 
 const fmtBytes = (n) => (n > 1e6 ? `${(n / 1e6).toFixed(1)} MB` : n > 1e3 ? `${(n / 1e3).toFixed(1)} kB` : `${n} B`);
 
@@ -104,8 +114,11 @@ function render(peer, charts) {
   const rejected = Object.entries(snap.rejected);
   $("rejected-total").textContent = rejected.reduce((s, [, n]) => s + n, 0);
   $("rejected").tBodies[0].innerHTML = rejected.map(([r, n]) => `<tr><td>${r}</td><td>${n}</td></tr>`).join("");
+  const links = peer.mesh ? peer.mesh.links : new Map();
   $("neighbors").innerHTML = snap.neighbors.map((n) =>
-    `<li>${n.peerId.slice(0, 12)} (${n.client}) ${n.state}, ${snap.acceptedFrom[n.peerId] || 0} updates accepted</li>`).join("");
+    `<li>${n.peerId.slice(0, 12)} (${n.client}) ${n.state}${iceText(links.get(n.peerId)?.iceInfo)}, ` +
+    `${snap.acceptedFrom[n.peerId] || 0} updates accepted</li>`).join("");
+  renderSignaling(peer.mesh);
   $("log").innerHTML = snap.events.slice().reverse().map((e) => `<li>${e}</li>`).join("");
   $("toggle").textContent = snap.running ? "Pause training" : "Start training";
   drawMesh($("mesh"), snap);
@@ -113,6 +126,14 @@ function render(peer, charts) {
   charts.loss.data.datasets[0].data = snap.history.filter((r) => Number.isFinite(r.loss)).map((r) => ({ x: r.t, y: r.loss }));
   charts.acc.update();
   charts.loss.update();
+}
+
+/** Signaling sessions and the relayed messages the mesh refused, by reason. */
+function renderSignaling(mesh) {
+  $("sessions").textContent = mesh ? mesh.stats.sessions : 0;
+  const refused = mesh ? Object.entries(mesh.stats.signalRejects) : [];
+  $("signal-rejected-total").textContent = refused.reduce((s, [, n]) => s + n, 0);
+  $("signal-rejected").tBodies[0].innerHTML = refused.map(([r, n]) => `<tr><td>${r}</td><td>${n}</td></tr>`).join("");
 }
 
 async function main() {

@@ -1,12 +1,52 @@
 // One neighbor: an RTCPeerConnection with one reliable, ordered data channel (mirrors peer/link.py).
 // Frames travel as <= 256 KiB chunks; the sender waits for `bufferedamountlow` whenever more
 // than HIGH_WATER bytes are queued, because Chromium throws past 16 MiB buffered.
+// While open, the link reads its selected ICE candidate pair and RTT from getStats() every
+// ICE_INFO_INTERVAL_MS (`iceInfo`, the keys of peer/link.py ice_info()).
 import { hexToBytes } from "./protocol/bytes.js";
 import { MAX_MESSAGE_SIZE, Reassembler, splitFrame } from "./protocol/chunking.js";
 
 export const HIGH_WATER = 4 * 1024 * 1024;
 export const LOW_WATER = 1 * 1024 * 1024;
 const SEND_TIMEOUT_MS = 30000;
+export const ICE_INFO_INTERVAL_MS = 3000; // the pair can change (ICE restarts, consent failures) and RTT drifts
+
+// the pair's kind is its least direct side: a relayed pair is "relay" whichever end relays
+const PAIR_ORDER = ["relay", "srflx", "prflx", "host"];
+
+/** Kind of a selected candidate pair (host, srflx, prflx, relay) from its two candidate types (peer/link.py pair_type). */
+export function pairType(localType, remoteType) {
+  return PAIR_ORDER.find((kind) => kind === localType || kind === remoteType) ?? null;
+}
+
+/** The selected pair of a getStats() report: the transport's choice, else the nominated pair that succeeded. */
+function selectedPair(report) {
+  const stats = [...report.values()];
+  const transport = stats.find((s) => s.type === "transport" && s.selectedCandidatePairId);
+  if (transport && report.has(transport.selectedCandidatePairId)) return report.get(transport.selectedCandidatePairId);
+  return stats.find((s) => s.type === "candidate-pair" && s.nominated && s.state === "succeeded") ?? null;
+}
+
+export const emptyIceInfo = () => ({ local_type: null, remote_type: null, pair: null, remote_address: null, rtt_ms: null });
+
+/**
+ * The selected pair's candidate types, the remote address and the RTT in ms (float, or null
+ * before the first STUN response) from an RTCStatsReport; every key null until ICE selects a pair.
+ */
+export function iceInfoFrom(report) {
+  const info = emptyIceInfo();
+  const pair = selectedPair(report);
+  if (!pair) return info;
+  const local = report.get(pair.localCandidateId);
+  const remote = report.get(pair.remoteCandidateId);
+  info.local_type = local?.candidateType ?? null;
+  info.remote_type = remote?.candidateType ?? null;
+  info.pair = pairType(info.local_type, info.remote_type);
+  const address = remote?.address ?? remote?.ip; // `ip` in older Chromium
+  if (address) info.remote_address = `${address}:${remote.port}`;
+  if (Number.isFinite(pair.currentRoundTripTime)) info.rtt_ms = Math.round(pair.currentRoundTripTime * 1e5) / 100;
+  return info;
+}
 
 export const LinkState = Object.freeze({ CONNECTING: "connecting", OPEN: "open", CLOSED: "closed" });
 
@@ -22,6 +62,7 @@ export class PeerLink {
     this.bytesSent = 0;
     this.bytesReceived = 0;
     this.pendingCandidates = [];
+    this.iceInfo = emptyIceInfo();
     this._transferId = 0;
     this._sendChain = Promise.resolve();
     this._lowWaiters = [];
@@ -45,7 +86,20 @@ export class PeerLink {
   }
 
   _setOpen() {
-    if (this.state === LinkState.CONNECTING) this.state = LinkState.OPEN;
+    if (this.state !== LinkState.CONNECTING) return;
+    this.state = LinkState.OPEN;
+    this.refreshIceInfo();
+    this._iceTimer = setInterval(() => this.refreshIceInfo(), ICE_INFO_INTERVAL_MS);
+  }
+
+  /** Read the selected candidate pair and its RTT now (best effort: a closing connection keeps the last). */
+  async refreshIceInfo() {
+    try {
+      this.iceInfo = iceInfoFrom(await this.pc.getStats());
+    } catch (err) {
+      console.debug(`no ICE stats for ${this.peerId.slice(0, 8)}`, err);
+    }
+    return this.iceInfo;
   }
 
   _wakeSenders() {
@@ -103,6 +157,7 @@ export class PeerLink {
   close() {
     if (this.state === LinkState.CLOSED) return;
     this.state = LinkState.CLOSED;
+    clearInterval(this._iceTimer);
     this._wakeSenders();
     try { this.pc.close(); } catch { /* already closed */ }
     this._onClosed(this);

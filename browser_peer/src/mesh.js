@@ -2,23 +2,74 @@
 // Same rules as the Python peer: random neighbors up to `degree`, incoming offers accepted up
 // to `maxDegree`, offer glare broken by peer id (the smaller id keeps its offer), failed links
 // replaced, the signaling connection re-established with backoff while links stay up.
+// No message another peer can relay ends the session: each one is handled on its own, and a
+// failure is refused and counted by reason and sender; offers are answered only when we would
+// link, and at most OFFER_RATE a second per sender, so a flood of offers is never amplified.
 import { bytesToHex, hexToBytes } from "./protocol/bytes.js";
 import { joinMessage, peerIdOf, sign } from "./protocol/crypto.js";
 import { LinkState, PeerLink } from "./link.js";
 
 const V = 1;
+// the same limits as peer/mesh.py
+export const OFFER_RATE = 0.2; // offers per second a remote peer may send us, sustained (one per 5 s)
+export const OFFER_BURST = 3;
+export const MAX_SIGNAL_SENDERS = 4096; // per-sender counters and offer buckets kept
+const MAX_PENDING_CANDIDATES = 64; // per link, until its remote description is set
+const RECONNECT_MIN_DELAY_MS = 500;
 
 export const defaultMeshConfig = () => ({
   degree: 4, maxDegree: 8, iceServers: null, connectTimeoutMs: 10000, maintainIntervalMs: 1000,
   pingIntervalMs: 30000, reportIntervalMs: 10000, reconnectMaxDelayMs: 10000, retryAfterMs: 5000,
 });
 
+/**
+ * `rate` tokens per second up to `burst`; take() spends one if there is one (peer/ratelimit.py).
+ * `clock` returns seconds; injectable for tests.
+ */
+export class TokenBucket {
+  constructor(rate, burst, clock = () => performance.now() / 1000) {
+    Object.assign(this, { rate, burst, clock, tokens: burst, updated: clock() });
+  }
+
+  take() {
+    const now = this.clock();
+    this.tokens = Math.min(this.burst, this.tokens + (now - this.updated) * this.rate);
+    this.updated = now;
+    if (this.tokens < 1) return false;
+    this.tokens -= 1;
+    return true;
+  }
+}
+
+/** Keep a Map to `max` entries by dropping the oldest insertions (a sender flood cannot grow it). */
+function trimOldest(map, max) {
+  while (map.size > max) map.delete(map.keys().next().value);
+}
+
+/**
+ * Whether an SDP negotiates a data channel: an m=application section over (UDP/)DTLS/SCTP.
+ * Checked before any RTCPeerConnection is made, so junk costs us a regular expression.
+ */
+export function hasDataChannel(sdp) {
+  return typeof sdp === "string" && /^m=application [0-9]+ [A-Z/]*SCTP\b/m.test(sdp);
+}
+
+/** The welcome's ICE servers in RTCIceServer form (TURN credentials only when given). */
+function iceServersFrom(listed) {
+  return (Array.isArray(listed) ? listed : []).map((s) => {
+    const out = { urls: s.urls };
+    if (s.username) out.username = s.username;
+    if (s.credential) out.credential = s.credential;
+    return out;
+  });
+}
+
 export class Mesh {
   constructor(identity, wsUrl, swarmId, config, { maxFrameSize, onFrame, onChunkError = () => {}, onEvent = () => {} }) {
     this.identity = identity;
     this.wsUrl = wsUrl;
     this.swarmId = swarmId;
-    this.config = { ...defaultMeshConfig(), ...config };
+    this.config = { ...defaultMeshConfig(), ...config }; // config.iceServers: the user's override, null for none
     this.maxFrameSize = maxFrameSize;
     this.onFrame = onFrame;
     this.onChunkError = onChunkError;
@@ -27,9 +78,19 @@ export class Mesh {
     this.links = new Map(); // peer id -> PeerLink
     this.connected = false;
     this.ready = false;
-    this.stats = { chunkRejects: {}, signalingErrors: [] };
+    this.iceServers = this.config.iceServers ?? []; // what new links use: the override, else the last welcome's
+    this.stats = {
+      chunkRejects: {}, signalingErrors: [],
+      // relayed messages refused, by reason (bad_sdp, bad_candidate, offer_rate, not_linking,
+      // already_linked, unexpected_answer) and by sender (oldest senders dropped past MAX_SIGNAL_SENDERS)
+      signalRejects: {}, signalRejectsBySender: new Map(),
+      sessions: 0, // signaling sessions opened (reconnects = sessions - 1)
+    };
     this._ws = null;
+    this._reconnectDelay = RECONNECT_MIN_DELAY_MS;
     this._retryAt = new Map();
+    this._offerBuckets = new Map(); // sender -> TokenBucket
+    this._warned = new Set(); // reasons already logged: a flood logs once, not per message
     this.banned = new Map(); // peer id -> until (performance.now())
     this._closing = false;
     this._dispatchChain = Promise.resolve();
@@ -41,7 +102,7 @@ export class Mesh {
   async start() {
     this.peerId = await peerIdOf(this.identity.publicKey);
     const welcome = new Promise((resolve, reject) => { this._welcome = { resolve, reject }; });
-    this._connectSignaling(500);
+    this._connectSignaling();
     this._maintainTimer = setInterval(() => this._maintain(), this.config.maintainIntervalMs);
     return welcome;
   }
@@ -61,53 +122,122 @@ export class Mesh {
 
   openLinks() { return [...this.links.values()].filter((l) => l.state === LinkState.OPEN); }
 
+  /** Per open link: neighbor, its client, the selected ICE pair's candidate types and RTT (peer/mesh.py link_report). */
+  linkReport() {
+    return this.openLinks().map((l) => ({ peer: l.peerId, client: l.info.client, ...l.iceInfo }));
+  }
+
   close() {
     this._closing = true;
     clearInterval(this._maintainTimer);
     clearInterval(this._pingTimer);
+    clearTimeout(this._reconnectTimer);
     if (this._ws) this._ws.close();
     for (const link of [...this.links.values()]) link.close();
   }
 
   // ---- signaling ---------------------------------------------------------------------
-  _connectSignaling(delay) {
+  _connectSignaling() {
     if (this._closing) return;
-    const ws = new WebSocket(this.wsUrl);
+    let ws;
+    try {
+      ws = new WebSocket(this.wsUrl);
+    } catch (err) {
+      console.warn(`cannot open ${this.wsUrl}: ${err.message}; retrying`);
+      this._reconnectLater();
+      return;
+    }
     this._ws = ws;
+    ws.addEventListener("open", () => this._onOpen(ws));
     ws.addEventListener("message", (e) => {
-      let msg;
       try {
-        msg = JSON.parse(e.data);
-      } catch {
-        return; // malformed signaling message: ignore it, as the Python peer does
+        this._onMessage(ws, e.data);
+      } catch (err) {
+        this._endSession(ws, err); // a bug must not leave the peer offline for good: reconnect
       }
-      this._dispatchChain = this._dispatchChain.then(() => this._dispatch(msg)).catch((err) => console.warn("signaling", err));
     });
-    ws.addEventListener("open", () => {
-      // progress reports for the contribution board double as keep-alives; pings when there is none
-      this._pingTimer = setInterval(() => {
-        try {
-          const report = this.connected && this.reportSource ? this.reportSource() : null;
-          this._send(report ? { type: "report", ...report } : { type: "ping" });
-        } catch { /* reconnecting */ }
-      }, this.config.reportIntervalMs);
-    });
-    ws.addEventListener("close", () => {
-      clearInterval(this._pingTimer);
-      const wasConnected = this.connected;
-      this.connected = false;
-      if (this._ws === ws) this._ws = null;
-      if (this._closing) return;
-      this.onEvent("signaling", { connected: false });
-      const next = wasConnected ? 500 : Math.min(delay * 2, this.config.reconnectMaxDelayMs);
-      setTimeout(() => this._connectSignaling(next), delay * (0.5 + Math.random()));
-    });
+    ws.addEventListener("error", () => this._endSession(ws, "WebSocket error"));
+    ws.addEventListener("close", (e) => this._endSession(ws, `closed by the server (${e.code}${e.reason ? ` ${e.reason}` : ""})`));
+  }
+
+  _onOpen(ws) {
+    if (this._ws !== ws) return;
+    this.stats.sessions += 1;
+    this._reconnectDelay = RECONNECT_MIN_DELAY_MS;
+    // progress reports for the contribution board double as keep-alives; pings when there is none
+    this._pingTimer = setInterval(() => this._keepAlive(), this.config.reportIntervalMs);
+  }
+
+  _keepAlive() {
+    try {
+      const report = this.connected && this.reportSource ? this.reportSource() : null;
+      this._send(report ? { type: "report", ...report } : { type: "ping" });
+    } catch { /* reconnecting */ }
+  }
+
+  /** Queue one message of session `ws`; messages are handled one at a time, in order. */
+  _onMessage(ws, data) {
+    if (this._ws !== ws) return; // the tail of a session already ended
+    let msg;
+    try {
+      msg = JSON.parse(data);
+    } catch {
+      console.debug("ignoring a malformed signaling message"); // as the Python peer does
+      return;
+    }
+    // _handle never throws: a rejection here is a bug of ours, which ends the session (and we reconnect)
+    this._dispatchChain = this._dispatchChain.then(() => this._handle(msg)).catch((err) => this._endSession(ws, err));
+  }
+
+  /** Whatever ended the session (server close, network error, a bug): forget it and reconnect. */
+  _endSession(ws, why) {
+    if (this._ws !== ws) return; // already ended (an error is followed by a close)
+    this._ws = null;
+    clearInterval(this._pingTimer);
+    const wasConnected = this.connected;
+    this.connected = false;
+    try { ws.close(); } catch { /* closed already */ }
+    if (this._closing) return;
+    if (why instanceof Error) console.error("signaling session failed unexpectedly; reconnecting", why);
+    else console.warn(`signaling session ended: ${why}; reconnecting`);
+    if (wasConnected) this.onEvent("signaling", { connected: false });
+    this._reconnectLater();
+  }
+
+  /** Jittered exponential backoff: 0.5 s doubling to reconnectMaxDelayMs, reset once a session opens. */
+  _reconnectLater() {
+    const delay = this._reconnectDelay;
+    this._reconnectDelay = Math.min(delay * 2, this.config.reconnectMaxDelayMs);
+    this._reconnectTimer = setTimeout(() => this._connectSignaling(), delay * (0.5 + Math.random()));
   }
 
   _send(body) {
     const ws = this._ws;
     if (!ws || ws.readyState !== WebSocket.OPEN) throw new Error("signaling server is not connected");
     ws.send(JSON.stringify({ v: V, ...body }));
+  }
+
+  /** One message, handled inside its own try: what it does wrong is refused and counted, never fatal. */
+  async _handle(msg) {
+    try {
+      await this._dispatch(msg);
+    } catch (err) {
+      // the reason names a message type we know the shape of: reasons stay few, and safe to display
+      const type = typeof msg?.type === "string" && /^[a-z_]{1,32}$/.test(msg.type) ? msg.type : "message";
+      this._reject(msg?.from || "server", `bad_${type}`, `${err.name}: ${err.message}`);
+    }
+  }
+
+  /** Count a refused message by reason and by sender; warn once per reason, not per message. */
+  _reject(sender, reason, detail = "") {
+    const { signalRejects, signalRejectsBySender } = this.stats;
+    signalRejects[reason] = (signalRejects[reason] || 0) + 1;
+    signalRejectsBySender.set(sender, (signalRejectsBySender.get(sender) || 0) + 1);
+    trimOldest(signalRejectsBySender, MAX_SIGNAL_SENDERS);
+    if (this._warned.has(reason)) return;
+    this._warned.add(reason);
+    console.warn(`refused a signaling message from ${String(sender).slice(0, 8)} (${reason}${detail ? `: ${detail}` : ""}); ` +
+                 "further ones are only counted (mesh.stats.signalRejects)");
   }
 
   async _dispatch(msg) {
@@ -121,7 +251,9 @@ export class Mesh {
       }
       case "welcome":
         this.known = new Map(msg.peers.filter((p) => p.peer_id !== this.peerId).map((p) => [p.peer_id, p]));
-        if (this.config.iceServers === null) this.config.iceServers = msg.ice_servers || [];
+        // every welcome, not only the first: TURN credentials are per peer and expire, and a
+        // reconnect brings fresh ones
+        this.iceServers = this.config.iceServers ?? iceServersFrom(msg.ice_servers);
         this.connected = true;
         this.onEvent("signaling", { connected: true });
         if (this._welcome) { this._welcome.resolve(msg); this._welcome = null; }
@@ -132,7 +264,7 @@ export class Mesh {
       case "peer_left": {
         this.known.delete(msg.peer_id);
         const link = this.links.get(msg.peer_id);
-        if (link && link.state !== LinkState.OPEN) link.close();
+        if (link && link.state !== LinkState.OPEN) link.close(); // open links outlive the server's view
         break;
       }
       case "offer": await this._onOffer(msg); break;
@@ -154,13 +286,7 @@ export class Mesh {
 
   // ---- connections -------------------------------------------------------------------
   _newLink(info) {
-    const iceServers = (this.config.iceServers || []).map((s) => {
-      const out = { urls: s.urls };
-      if (s.username) out.username = s.username;
-      if (s.credential) out.credential = s.credential;
-      return out;
-    });
-    const pc = new RTCPeerConnection({ iceServers });
+    const pc = new RTCPeerConnection({ iceServers: this.iceServers });
     const link = new PeerLink(info, pc, {
       maxFrameSize: this.maxFrameSize,
       onFrame: this.onFrame,
@@ -202,39 +328,71 @@ export class Mesh {
     return link;
   }
 
+  /** Whether an offer from `sender` may be answered at all (silence costs us nothing). */
+  _wouldLink(sender) {
+    return this.known.has(sender) && this.ready && !this.isBanned(sender);
+  }
+
+  _offerAllowed(sender) {
+    let bucket = this._offerBuckets.get(sender);
+    if (!bucket) {
+      this._offerBuckets.set(sender, (bucket = new TokenBucket(OFFER_RATE, OFFER_BURST)));
+      trimOldest(this._offerBuckets, MAX_SIGNAL_SENDERS);
+    }
+    return bucket.take();
+  }
+
   async _onOffer(msg) {
     const sender = msg.from || "";
-    const info = this.known.get(sender);
-    if (!info || !this.ready || this.isBanned(sender)) return; // the offerer times out and retries
+    // not ready for frames yet (the offerer times out and retries), banned, or not a swarm member
+    if (!this._wouldLink(sender)) { this._reject(sender, "not_linking"); return; }
+    if (!this._offerAllowed(sender)) { this._reject(sender, "offer_rate"); return; } // a flood gets no answers
+    // before any link is touched: junk must not cost a connecting link (peer/mesh.py finds out later)
+    if (!hasDataChannel(msg.sdp)) { this._reject(sender, "bad_sdp", "no data channel (application) section"); return; }
     const existing = this.links.get(sender);
     if (existing) {
       const glare = existing.pc.signalingState === "have-local-offer";
-      if (glare && this.peerId < sender) return; // our offer wins
+      if (glare && this.peerId < sender) return; // our offer wins; the other side answers it
+      // a working link is never torn down by a new offer (re-offers come after it closes)
+      if (existing.state === LinkState.OPEN) { this._reject(sender, "already_linked"); return; }
       existing.close();
     } else if (this.links.size >= this.config.maxDegree) {
+      this._reject(sender, "not_linking"); // full: the offerer's connect timeout sends it elsewhere
       return;
     }
-    const link = this._newLink(info);
+    const link = this._newLink(this.known.get(sender));
     link.pc.addEventListener("datachannel", (e) => link.attach(e.channel));
-    await link.pc.setRemoteDescription({ type: "offer", sdp: msg.sdp });
-    await this._flushCandidates(link);
-    await link.pc.setLocalDescription(await link.pc.createAnswer());
+    try {
+      await link.pc.setRemoteDescription({ type: "offer", sdp: msg.sdp });
+      await this._flushCandidates(link);
+      await link.pc.setLocalDescription(await link.pc.createAnswer());
+    } catch (err) {
+      link.close(); // the half-made link goes, and nothing is sent back
+      this._reject(sender, "bad_sdp", `${err.name}: ${err.message}`);
+      return;
+    }
     this._send({ type: "answer", to: sender, sdp: link.pc.localDescription.sdp });
   }
 
   async _onAnswer(msg) {
-    const link = this.links.get(msg.from || "");
-    if (link && link.pc.signalingState === "have-local-offer") {
+    const sender = msg.from || "";
+    const link = this.links.get(sender);
+    if (!link || link.pc.signalingState !== "have-local-offer") { this._reject(sender, "unexpected_answer"); return; }
+    try {
       await link.pc.setRemoteDescription({ type: "answer", sdp: msg.sdp });
-      await this._flushCandidates(link);
+    } catch (err) {
+      link.close();
+      this._reject(sender, "bad_sdp", `${err.name}: ${err.message}`);
+      return;
     }
+    await this._flushCandidates(link);
   }
 
   async _onCandidate(msg) {
     const link = this.links.get(msg.from || "");
-    if (!link) return;
+    if (!link) return; // a late candidate of a link that is gone
     if (!link.pc.remoteDescription) {
-      if (link.pendingCandidates.length < 64) link.pendingCandidates.push(msg);
+      if (link.pendingCandidates.length < MAX_PENDING_CANDIDATES) link.pendingCandidates.push(msg);
       return;
     }
     await this._addCandidate(link, msg);
@@ -246,7 +404,9 @@ export class Mesh {
     for (const msg of pending) await this._addCandidate(link, msg);
   }
 
+  /** Add one trickled candidate; a malformed one is the sender's problem, refused and counted. */
   async _addCandidate(link, msg) {
+    if (link.state === LinkState.CLOSED) return; // a closed connection refuses every candidate
     try {
       if (!msg.candidate) {
         await link.pc.addIceCandidate(); // end of candidates
@@ -257,7 +417,7 @@ export class Mesh {
         await link.pc.addIceCandidate(init);
       }
     } catch (err) {
-      console.debug("ignoring candidate", msg.candidate, err);
+      if (link.state !== LinkState.CLOSED) this._reject(link.peerId, "bad_candidate", `${err.name}: ${err.message}`);
     }
   }
 
