@@ -75,14 +75,20 @@ class PeerProcess:
             return None
 
 
-def spawn_peer(join_url: str, workdir: Path, name: str, *extra: str) -> PeerProcess:
-    """Start ``swarm join`` as a subprocess with loopback ICE and files under ``workdir``."""
+def spawn_peer(join_url: str, workdir: Path, name: str, *extra: str, prefix: list[str] | None = None,
+               ice_address: str | None = "127.0.0.1", env: dict[str, str] | None = None) -> PeerProcess:  # fmt: skip
+    """Start ``swarm join`` as a subprocess with files under ``workdir``.
+
+    ``ice_address`` is the loopback convenience (None: aioice's own host candidates, as on a
+    real network); ``prefix`` runs it inside another command, e.g. ``ip netns exec NS``.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     metrics, log = workdir / f"{name}.jsonl", workdir / f"{name}.log"
-    cmd = [sys.executable, "-m", "apps.cli", "join", join_url, "--ice-address", "127.0.0.1",
+    ice = ["--ice-address", ice_address] if ice_address else []
+    cmd = [*(prefix or []), sys.executable, "-m", "apps.cli", "join", join_url, *ice,
            "--identity", str(workdir / f"{name}.key"), "--metrics-out", str(metrics),
-           "--checkpoint-dir", str(workdir / f"{name}-checkpoint"), "--quiet", *extra]  # fmt: skip
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+           "--checkpoint-dir", str(workdir / f"{name}-checkpoint"), *([] if os.environ.get("SWARM_PEER_VERBOSE") else ["--quiet"]), *extra]  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     return PeerProcess(name, proc, metrics, log)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -53,7 +54,7 @@ class MeshConfig:
     degree: int = 4
     max_degree: int = 8
     ice_servers: list[IceServer] | None = None  # None: take the swarm's (from the welcome)
-    connect_timeout: float = 10.0
+    connect_timeout: float = 20.0  # ICE gathering alone may take 5 s per side (an unreachable STUN/TURN server)
     maintain_interval: float = 1.0
     ping_interval: float = 30.0
     report_interval: float = 10.0
@@ -62,6 +63,14 @@ class MeshConfig:
     client: str = "python"
     only_peers: set[str] | None = None  # connect only to these peer ids (FedAvg clients -> aggregator)
     relay_only: bool = False  # gather TURN relay candidates only (strict NATs, or proving the relay works)
+
+
+_DATA_CHANNEL = re.compile(r"^m=application [0-9]+ [A-Z/]*SCTP\b", re.MULTILINE)
+
+
+def has_data_channel(sdp: str) -> bool:
+    """Whether an SDP negotiates a data channel (an m=application section over DTLS/SCTP)."""
+    return _DATA_CHANNEL.search(sdp) is not None
 
 
 OFFER_RATE = 0.2  # offers per second a remote peer may send us, sustained (one per 5 s)
@@ -324,6 +333,9 @@ class Mesh:
         if not self._offer_allowed(sender):
             self.stats.reject(sender, "offer_rate")
             return  # an offer flood gets no answers: we never amplify it
+        if not has_data_channel(msg.sdp):
+            self.stats.reject(sender, "bad_sdp")
+            return  # junk costs us a regular expression, not a peer connection
         existing = self.links.get(sender)
         if existing is not None:
             glare = existing.pc.signalingState == "have-local-offer"
@@ -334,6 +346,7 @@ class Mesh:
                 return  # a working link is never torn down by a new offer (re-offers come after it closes)
             await existing.close()
         elif len(self.links) >= self.config.max_degree:
+            self.stats.reject(sender, "not_linking")
             return  # full: the offerer's connect timeout sends it elsewhere
         info = self.known[sender]
         link = self._new_link(info)

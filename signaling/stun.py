@@ -35,8 +35,7 @@ class StunServer(asyncio.DatagramProtocol):
         self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # selector and uvloop datagram transports
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
         if len(data) > MAX_DATAGRAM:
@@ -57,8 +56,8 @@ class StunServer(asyncio.DatagramProtocol):
                                 transaction_id=request.transaction_id)  # fmt: skip
         response.attributes["XOR-MAPPED-ADDRESS"] = (addr[0], addr[1])
         response.add_fingerprint()
-        assert self.transport is not None
-        self.transport.sendto(bytes(response), addr)
+        if self.transport is not None:
+            self.transport.sendto(bytes(response), addr)
         self.counts["answered"] += 1
 
     def _allowed(self, address: str) -> bool:

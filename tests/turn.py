@@ -66,3 +66,10 @@ async def allocate(server: tuple[str, int], username: str, password: str) -> tup
     relayed = transport.get_extra_info("sockname")
     transport.close()
     return (str(relayed[0]), int(relayed[1]))
+
+
+if __name__ == "__main__":  # a probe to run inside a namespace: python tests/turn.py HOST PORT USERNAME PASSWORD
+    import sys
+
+    relayed = asyncio.run(allocate((sys.argv[1], int(sys.argv[2])), sys.argv[3], sys.argv[4]))
+    print(f"allocated {relayed[0]}:{relayed[1]}" if relayed else "refused")

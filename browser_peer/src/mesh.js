@@ -8,6 +8,7 @@
 import { bytesToHex, hexToBytes } from "./protocol/bytes.js";
 import { joinMessage, peerIdOf, sign } from "./protocol/crypto.js";
 import { LinkState, PeerLink } from "./link.js";
+import { TokenBucket } from "./ratelimit.js";
 
 const V = 1;
 // the same limits as peer/mesh.py
@@ -18,28 +19,9 @@ const MAX_PENDING_CANDIDATES = 64; // per link, until its remote description is 
 const RECONNECT_MIN_DELAY_MS = 500;
 
 export const defaultMeshConfig = () => ({
-  degree: 4, maxDegree: 8, iceServers: null, connectTimeoutMs: 10000, maintainIntervalMs: 1000,
+  degree: 4, maxDegree: 8, iceServers: null, connectTimeoutMs: 20000, maintainIntervalMs: 1000,
   pingIntervalMs: 30000, reportIntervalMs: 10000, reconnectMaxDelayMs: 10000, retryAfterMs: 5000,
 });
-
-/**
- * `rate` tokens per second up to `burst`; take() spends one if there is one (peer/ratelimit.py).
- * `clock` returns seconds; injectable for tests.
- */
-export class TokenBucket {
-  constructor(rate, burst, clock = () => performance.now() / 1000) {
-    Object.assign(this, { rate, burst, clock, tokens: burst, updated: clock() });
-  }
-
-  take() {
-    const now = this.clock();
-    this.tokens = Math.min(this.burst, this.tokens + (now - this.updated) * this.rate);
-    this.updated = now;
-    if (this.tokens < 1) return false;
-    this.tokens -= 1;
-    return true;
-  }
-}
 
 /** Keep a Map to `max` entries by dropping the oldest insertions (a sender flood cannot grow it). */
 function trimOldest(map, max) {

@@ -5,6 +5,7 @@ import { distance } from "./averaging.js";
 import { CODEC, decode, encode } from "./protocol/codecs.js";
 import { FRAME_KIND, buildFrame } from "./protocol/frame.js";
 import { FrameRejected } from "./verifier.js";
+import { TokenBucket } from "./ratelimit.js";
 
 const MAX_PENDING = 64;
 const MAX_RESIDUALS = 256;
@@ -16,21 +17,6 @@ const STRIKE_WINDOW_MS = 60000;
 const PULL_INTERVAL_MS = 10000;
 const HARD_CLIP_RATIO = 4;
 const NOT_STRIKES = new Set(["unexpected", "rate_limited"]);
-
-class TokenBucket {
-  constructor(rate, burst) {
-    Object.assign(this, { rate, burst, tokens: burst, updated: performance.now() });
-  }
-
-  take() {
-    const now = performance.now();
-    this.tokens = Math.min(this.burst, this.tokens + ((now - this.updated) / 1000) * this.rate);
-    this.updated = now;
-    if (this.tokens < 1) return false;
-    this.tokens -= 1;
-    return true;
-  }
-}
 
 function randomU64() {
   const b = crypto.getRandomValues(new Uint32Array(2));
