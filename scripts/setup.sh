@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up: .venv with the locked Python packages, the npm packages,
 # and (with --browser) what the tests need from Debian: chromium for the browser tests,
-# coturn for the TURN relay test.
+# coturn for the TURN relay tests, iproute2 and iptables for the emulated internet (netlab/),
+# nginx for the TLS reverse-proxy test.
 # Fast when nothing changed: each step is skipped while its inputs' hash is unchanged.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,10 @@ command -v node >/dev/null || need_apt+=(nodejs npm)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 if [[ $want_browser -eq 1 && ! -x /usr/bin/chromium ]]; then need_apt+=(chromium); fi
 if [[ $want_browser -eq 1 ]] && ! command -v turnserver >/dev/null; then need_apt+=(coturn); fi
+# the emulated internet (netlab/: network namespaces, NAT) and the TLS reverse-proxy test (nginx)
+if [[ $want_browser -eq 1 ]] && ! command -v ip >/dev/null; then need_apt+=(iproute2); fi
+if [[ $want_browser -eq 1 ]] && ! command -v iptables >/dev/null; then need_apt+=(iptables); fi
+if [[ $want_browser -eq 1 && ! -x /usr/sbin/nginx ]]; then need_apt+=(nginx); fi
 if [[ ${#need_apt[@]} -gt 0 ]]; then
   echo "setup: installing Debian packages: ${need_apt[*]}"
   as_root apt-get update -qq
