@@ -38,13 +38,19 @@ def _table(peers: list[PeerProcess], target: float, elapsed: float, browsers: li
             table.add_row(p.name, "…", "loading", "", "", "", "", "", "")
             continue
         acc = f"[green]{r['test_acc']:.3f}[/]" if r["test_acc"] >= target else f"{r['test_acc']:.3f}"
-        table.add_row(p.name, r["peer_id"][:8], str(r["step"]), acc, str(r["neighbors"]),
+        table.add_row(p.name, r["peer_id"][:8], str(r["step"]), acc, _neighbors(r),
                       str(r["exchanges"]["merged"] + r["served"]), f"{r['bytes_sent'] / 1e6:.1f}",
                       f"{r['bytes_received'] / 1e6:.1f}", str(sum(r["rejected"].values())))  # fmt: skip
     for b in browsers or []:  # browser tabs, as they report to the contribution board
         acc = "" if b["test_acc"] is None else f"{b['test_acc']:.3f}"
         table.add_row("browser", b["peer_id"][:8], str(b["steps"]), acc, "", str(b["updates_verified_by_others"]), "", "", "")
     return table
+
+
+def _neighbors(row: dict[str, Any]) -> str:
+    """Neighbor count and the kinds of their selected ICE pairs, e.g. ``2 host`` or ``3 srflx/relay``."""
+    kinds = sorted({str(link["pair"]) for link in row.get("links", []) if link.get("pair")})
+    return f"{row['neighbors']} {'/'.join(kinds)}".strip()
 
 
 async def _browsers(http: aiohttp.ClientSession, base: str, swarm_id: str) -> list[dict[str, Any]]:
@@ -120,7 +126,7 @@ def _summarize(peers: list[PeerProcess], args: argparse.Namespace, reached: bool
     summary = {
         "reached_target": reached, "target": args.target, "seconds": round(elapsed, 1),
         "peers": [{k: r.get(k) for k in ("peer_id", "step", "test_acc", "exchanges", "served", "bytes_sent",
-                                          "bytes_received", "rejected")} for r in finals],
+                                          "bytes_received", "rejected", "links")} for r in finals],
         "browsers": browsers,  # tabs that joined, as they last reported to the contribution board
     }  # fmt: skip
     (args.workdir / "summary.json").write_text(json.dumps(summary, indent=2))
