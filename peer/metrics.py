@@ -22,7 +22,8 @@ class PeerMetrics:
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def record(self, **values: Any) -> dict[str, Any]:
-        row = {"t": round(time.time() - self.started, 3), "peer_id": self.peer_id, **values,
+        now = time.time()  # "wall" is the one clock every process shares (Unix seconds); "t" is since this peer started
+        row = {"t": round(now - self.started, 3), "wall": round(now, 3), "peer_id": self.peer_id, **values,
                "frames_sent": self.frames_sent, "frames_accepted": self.frames_accepted, "bans": self.bans,
                "rejected": dict(self.rejected), "accepted_from": dict(self.accepted_from)}  # fmt: skip
         self.history.append(row)

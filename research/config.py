@@ -65,11 +65,15 @@ class AttackConfig(_Section):
 
 
 class NetworkConfig(_Section):
-    """The simulator's link model (the webrtc backend measures instead)."""
+    """The simulator's link model; for the webrtc backend, the emulated internet the peers run in."""
 
     bandwidth_mb_s: float = Field(10.0, gt=0, description="per-peer link, MB/s each way (aiortc on loopback: ~10)")
     latency_ms: float = Field(20.0, ge=0)
     step_time_ms: float = Field(1.2, ge=0, description="one local training step (Python peer, default MLP)")
+    profile: str | None = Field(None, description="webrtc backend: a netlab WAN profile (lan, broadband, mobile, "
+                                                  "intercontinental); peers run in homes behind NATs. None: loopback")
+    homes: int = Field(2, ge=1, le=64, description="webrtc backend with a profile: homes the peers are spread over")
+    nat: Literal["eim", "symmetric"] = Field("eim", description="webrtc backend with a profile: the homes' NAT type")
 
 
 class ExperimentConfig(_Section):

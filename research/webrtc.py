@@ -2,8 +2,14 @@
 
 Each method publishes its own swarm (same data split, model and training config) and starts
 ``swarm join`` subprocesses over loopback WebRTC; for ``central`` one more process is the
-FedAvg aggregator named in the manifest. Time is wall-clock and bytes are what the data
-channels carried. ``local`` and ``pooled`` involve no transport and run on the simulator.
+FedAvg aggregator named in the manifest. Time is wall-clock on one clock for every process
+(each metrics row carries ``wall``, Unix seconds) and bytes are what the data channels
+carried. ``local`` and ``pooled`` involve no transport and run on the simulator.
+
+With ``network.profile`` set, the run happens in an emulated internet (``netlab``, root
+only): the server on the public segment, the peers spread round-robin over
+``network.homes`` homes behind NATs whose WAN links follow the profile, the FedAvg aggregator
+on a public host (a cloud server), and ICE with no manual set-up (the server's STUN).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 from rich.progress import Progress
 
@@ -44,44 +51,42 @@ async def _run_all(config: ExperimentConfig, out: Path, show_progress: bool) -> 
     return results
 
 
+async def _publication(config: ExperimentConfig, workdir: Path, method: str, seed: int) -> Any:
+    publisher = load_or_create(workdir / "publisher.key")
+    aggregator_key = public_key_bytes(load_or_create(workdir / "aggregator.key")).hex()
+    gossip = GossipConfig(method=method, aggregator=aggregator_key if method == "central" else None,  # type: ignore[arg-type]
+                          degree=config.swarm.degree, codec=config.swarm.codec, robust=config.swarm.robust,
+                          clip_multiplier=config.swarm.clip_multiplier, exchange_timeout_s=60)  # fmt: skip
+    training = TrainingConfig(optimizer=config.model.optimizer, learning_rate=max(config.model.learning_rate, 1e-9),
+                              batch_size=config.model.batch_size, local_steps=config.swarm.local_steps,
+                              eval_every=config.swarm.local_steps * config.budget.eval_every)  # fmt: skip
+    return await asyncio.to_thread(
+        default_publication, publisher, name=f"{config.name}-{method}", hidden=config.model.hidden,
+        shards=config.swarm.peers, test_fraction=config.data.test_fraction, partition=config.data.partition,
+        alpha=config.data.alpha, seed=seed, training=training, gossip=gossip,
+    )  # fmt: skip
+
+
+def _peer_args(config: ExperimentConfig, seed: int) -> list[str]:
+    max_steps = config.budget.rounds * config.swarm.local_steps
+    extra = ["--max-steps", str(max_steps), "--eval-limit", str(config.data.eval_examples), "--seed", str(seed)]
+    return extra + (["--duration", str(config.budget.seconds)] if config.budget.seconds else [])
+
+
 async def _run_one(config: ExperimentConfig, workdir: Path, method: str, seed: int, progress) -> RunResult:  # type: ignore[no-untyped-def]
     workdir.mkdir(parents=True, exist_ok=True)
+    if config.network.profile is not None:
+        return await _run_one_in_netlab(config, workdir, method, seed, progress)
     runner, base = await start_server(workdir / "server-data")
     peers: list[PeerProcess] = []
-    max_steps = config.budget.rounds * config.swarm.local_steps
     try:
-        publisher = load_or_create(workdir / "publisher.key")
-        aggregator_key = public_key_bytes(load_or_create(workdir / "aggregator.key")).hex()
-        gossip = GossipConfig(method=method, aggregator=aggregator_key if method == "central" else None,  # type: ignore[arg-type]
-                              degree=config.swarm.degree, codec=config.swarm.codec, exchange_timeout_s=60)  # fmt: skip
-        training = TrainingConfig(optimizer=config.model.optimizer, learning_rate=max(config.model.learning_rate, 1e-9),
-                                  batch_size=config.model.batch_size, local_steps=config.swarm.local_steps,
-                                  eval_every=config.swarm.local_steps * config.budget.eval_every)  # fmt: skip
-        pub = await asyncio.to_thread(
-            default_publication, publisher, name=f"{config.name}-{method}", hidden=config.model.hidden,
-            shards=config.swarm.peers, test_fraction=config.data.test_fraction, partition=config.data.partition,
-            alpha=config.data.alpha, seed=seed, training=training, gossip=gossip,
-        )  # fmt: skip
+        pub = await _publication(config, workdir, method, seed)
         join = (await upload(base, pub))["join_url"]
-        extra = ["--max-steps", str(max_steps), "--eval-limit", str(config.data.eval_examples), "--seed", str(seed)]
-        if config.budget.seconds:
-            extra += ["--duration", str(config.budget.seconds)]
+        extra = _peer_args(config, seed)
         peers = [spawn_peer(join, workdir, f"peer{i}", *extra) for i in range(config.swarm.peers)]
         if method == "central":  # its identity is workdir/aggregator.key, the key the manifest names
             peers.append(spawn_peer(join, workdir, "aggregator", *extra))
-        trainers = [p for p in peers if p.name != "aggregator"]
-        started = time.monotonic()
-        while True:
-            rows = [p.latest for p in trainers]
-            progress(min((r or {}).get("step", 0) for r in rows))
-            if all(r is not None and r["step"] >= max_steps for r in rows):
-                break
-            if any(p.proc.poll() is not None for p in peers):
-                raise RuntimeError(f"a peer exited early; see the logs in {workdir}")
-            if config.budget.seconds and time.monotonic() - started > config.budget.seconds + 120:
-                break
-            await asyncio.sleep(0.5)
-        await asyncio.sleep(1.0)  # let the last exchanges finish
+        await _until_done(config, peers, workdir, progress)
     finally:
         for p in peers:
             p.terminate()
@@ -90,10 +95,60 @@ async def _run_one(config: ExperimentConfig, workdir: Path, method: str, seed: i
     return _series(method, seed, [p for p in peers if p.name != "aggregator"], peers)
 
 
+async def _run_one_in_netlab(config: ExperimentConfig, workdir: Path, method: str, seed: int, progress) -> RunResult:  # type: ignore[no-untyped-def]
+    from apps.netswarm import peer_in, preload, swarm_server
+    from netlab import Home, Internet, NatType
+
+    net_cfg = config.network
+    per_home = -(-config.swarm.peers // net_cfg.homes)
+    homes = [Home(f"h{chr(ord('a') + i)}", NatType(net_cfg.nat), net_cfg.profile or "lan", hosts=per_home)
+             for i in range(net_cfg.homes)]  # fmt: skip
+    pub = await _publication(config, workdir, method, seed)
+    swarm_id = preload(workdir / "server-data", pub)
+    peers: list[PeerProcess] = []
+    with Internet(homes) as net:
+        with swarm_server(net, workdir) as base:
+            join = f"{base}/s/{swarm_id}"
+            extra = _peer_args(config, seed)
+            hosts = [home.hosts[i] for i in range(per_home) for home in net.homes.values()][: config.swarm.peers]
+            try:
+                peers = [peer_in(host, join, workdir, f"peer{i}", *extra) for i, host in enumerate(hosts)]
+                if method == "central":  # the FedAvg server is a public host, as a cloud server would be
+                    cloud = net.add_public_host("fedavg")
+                    peers.append(peer_in(cloud, join, workdir, "aggregator", *extra))
+                await _until_done(config, peers, workdir, progress)
+            finally:
+                for p in peers:
+                    p.terminate()
+                await asyncio.gather(*(p.wait(60) for p in peers))
+    return _series(method, seed, [p for p in peers if p.name != "aggregator"], peers)
+
+
+async def _until_done(config: ExperimentConfig, peers: list[PeerProcess], workdir: Path, progress) -> None:  # type: ignore[no-untyped-def]
+    """Wait until every trainer did its steps (or the time budget ran out); raise if a peer died."""
+    max_steps = config.budget.rounds * config.swarm.local_steps
+    trainers = [p for p in peers if p.name != "aggregator"]
+    started = time.monotonic()
+    while True:
+        rows = [p.latest for p in trainers]
+        progress(min((r or {}).get("step", 0) for r in rows))
+        if all(r is not None and r["step"] >= max_steps for r in rows):
+            break
+        if any(p.proc.poll() is not None for p in peers):
+            raise RuntimeError(f"a peer exited early; see the logs in {workdir}")
+        if config.budget.seconds and time.monotonic() - started > config.budget.seconds + 120:
+            break
+        await asyncio.sleep(0.5)
+    await asyncio.sleep(1.0)  # let the last exchanges finish
+
+
 def _series(method: str, seed: int, trainers: list[PeerProcess], everyone: list[PeerProcess]) -> RunResult:
     """Resample every peer's metric rows on a common 1 s grid (latest row at or before each instant)."""
     for p in everyone:
         p.poll_metrics()
+    for p in everyone:  # one clock for every process (rows written before "wall" existed keep their own)
+        for r in p.rows:
+            r["t"] = r.get("wall", r["t"])
     start = min(p.rows[0]["t"] for p in trainers)
     end = max(p.rows[-1]["t"] for p in trainers)
     result = RunResult(method, seed)

@@ -19,7 +19,7 @@ import pytest
 from netlab import Home, Internet, NatType
 from signaling.ice import load_turn_secret, turn_rest_credentials
 
-from netswarm import TURN_PORT, assert_no_traceback, pair_types, peer_in, preload, stop, swarm_server, until_trained
+from apps.netswarm import TURN_PORT, assert_no_traceback, pair_types, peer_in, preload, stop, swarm_server, until_trained
 from turn import coturn
 
 TARGET = 0.90  # the default manifest's training.target_accuracy

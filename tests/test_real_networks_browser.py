@@ -21,7 +21,7 @@ from playwright.async_api import async_playwright
 from browser import CHROMIUM
 from netlab import Home, Internet, NatType
 
-from netswarm import assert_no_traceback, pair_types, peer_in, preload, stop, swarm_server
+from apps.netswarm import assert_no_traceback, pair_types, peer_in, preload, stop, swarm_server
 
 TARGET = 0.90
 SNAPSHOT = "() => { const s = window.swarmPeer && window.swarmPeer.snapshot(); if (s) delete s.history; return s; }"

@@ -1,8 +1,11 @@
 """A swarm in an emulated internet (``netlab``): the server on the public segment, peers in homes.
 
-Not a test module. The test process stays in the root namespace; the server, coturn, peers
-and browsers run inside namespaces through ``ip netns exec``, and they share the test's
-files (metrics, logs, the server's data directory), which namespaces do not isolate.
+Used by the real-network tests, the research ``webrtc`` backend with a network profile and
+``benchmarks/wan.py``. The calling process stays in the root namespace; the server, coturn,
+peers and browsers run inside namespaces through ``ip netns exec``, and they share the
+caller's files (metrics, logs, the server's data directory), which namespaces do not isolate.
+A publication is stored in the server's data directory before it starts (``preload``): the
+root namespace cannot reach the server's address.
 """
 
 from __future__ import annotations
@@ -33,7 +36,10 @@ def preload(data_dir: Path, publication: Any) -> str:
 
 @contextmanager
 def swarm_server(net: Internet, workdir: Path, *extra: str, tls: bool = False) -> Iterator[str]:
-    """``swarm serve`` on the server host (STUN on, the default); yield its base URL once it answers."""
+    """``swarm serve`` on the server host (STUN on, the default); yield its base URL once it answers.
+
+    Its data directory is ``workdir/server-data`` (``preload`` publications there first).
+    """
     scheme = "https" if tls else "http"
     log = workdir / "server.log"
     cmd = [sys.executable, "-m", "apps.cli", "serve", "--host", net.server.ip, "--port", str(SERVER_PORT),

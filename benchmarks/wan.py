@@ -1,0 +1,173 @@
+"""The swarm on emulated WAN links (netlab): data-channel rate, one gossip exchange, time to accuracy.
+
+For each WAN profile (``netlab.PROFILES``), in a fresh emulated internet:
+
+* **transfer**: a Python peer in a home whose WAN link has the profile sends to a Python peer
+  in an unshaped ("lan") home, both behind endpoint-independent NATs, over the product's mesh
+  and link code (signaling, built-in STUN, ICE, DTLS, SCTP): the receive rate as a fraction of
+  the profile's link rate, and the median time of one exchange's transfers (one default-model
+  frame each way) against what the link allows (``2 x frame / rate + RTT``);
+* **time to accuracy**: the research ``webrtc`` backend with ``network.profile`` set: the same
+  peers, data and seed for gossip and central averaging (FedAvg, the aggregator on a public
+  host), peers spread over two homes with the profile (so two peers in different homes see
+  twice the profile's RTT). Time to the target mean test accuracy, on one clock.
+
+Writes benchmarks/results/wan.json (config, git commit, machine, and netlab's own measurement
+of each profile) and prints a table; docs/NETWORK.md quotes it. Root only (network namespaces).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.transfer import machine
+from netlab import PROFILES, Home, Internet, NatType
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def git_commit() -> str | None:
+    out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True)
+    return (out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")) if out.returncode == 0 else None
+
+
+def transfer(profile: str, template: Path, swarm_id: str, frame_bytes: int, exchanges: int, frames: int) -> dict[str, Any]:
+    """Rate and exchange time between a home on ``profile`` and an unshaped home."""
+    from apps.netswarm import swarm_server
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        shutil.copytree(template, work / "server-data")
+        with Internet([Home("a", NatType.EIM, profile), Home("b", NatType.EIM, "lan")]) as net:
+            with swarm_server(net, work) as base:
+                ws = base.replace("http", "ws", 1) + "/ws"
+                probe = [sys.executable, "-m", "benchmarks.wan_probe"]
+                sink = net.popen(net.homes["b"].hosts[0], [*probe, "sink", ws, swarm_id, str(work / "sink.json"),
+                                                           "--frame-bytes", str(frame_bytes)], cwd=ROOT)  # fmt: skip
+                try:
+                    time.sleep(2.0)  # the sink joins first, so the source finds it in its welcome
+                    net.run(net.homes["a"].hosts[0], [*probe, "source", ws, swarm_id, str(work / "source.json"),
+                                                      "--frame-bytes", str(frame_bytes), "--exchanges", str(exchanges),
+                                                      "--frames", str(frames)], cwd=ROOT, check=True, timeout=900)  # fmt: skip
+                finally:
+                    sink.kill()
+                result: dict[str, Any] = json.loads((work / "source.json").read_text())
+    spec = PROFILES[profile]
+    if spec.rate_mbit:
+        link_mb_s = spec.rate_mbit / 8.0
+        result["link_rate_mb_s"] = link_mb_s
+        result["rate_fraction_of_link"] = result["rate_mb_s"] / link_mb_s
+        allowed = 2 * frame_bytes / (link_mb_s * 1e6) + spec.rtt_ms / 1000.0
+    else:
+        allowed = None  # unshaped: the CPU is the limit, not the link
+    result["exchange_allowed_s"] = allowed
+    result["exchange_over_allowed"] = result["exchange_median_s"] / allowed if allowed else None
+    return result
+
+
+def time_to_accuracy(profile: str, peers: int, target: float, rounds: int, local_steps: int, eval_examples: int) -> dict[str, Any]:
+    from benchmarks.time_to_accuracy import first_time
+    from research.config import ExperimentConfig
+    from research.webrtc import _run_one  # noqa: PLC2701 - the backend's one-run entry point
+
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for method in ("gossip", "central"):
+            config = ExperimentConfig.model_validate({
+                "name": f"wan-{profile}", "backend": "webrtc", "data": {"eval_examples": eval_examples},
+                "swarm": {"peers": peers, "local_steps": local_steps, "degree": 3},
+                "budget": {"rounds": rounds, "eval_every": 1}, "network": {"profile": profile, "homes": 2},
+            })  # fmt: skip
+            result = asyncio.run(_run_one(config, Path(tmp) / method, method, 0, lambda done: None))
+            out[method] = {"seconds_to_target": first_time(result.rows, target), "final_mean_acc": result.rows[-1]["mean_acc"],
+                           "bytes_sent": result.rows[-1]["bytes_sent"], "seconds": result.rows[-1]["time_s"]}  # fmt: skip
+            print(profile, method, out[method], flush=True)
+    g, c = out["gossip"]["seconds_to_target"], out["central"]["seconds_to_target"]
+    out["gossip_over_central"] = g / c if g and c else None
+    return out
+
+
+def netlab_measurement(profiles: list[str]) -> Any:
+    with tempfile.NamedTemporaryFile(suffix=".json") as f:
+        subprocess.run([sys.executable, "-m", "netlab", "measure", *sum((["--profile", p] for p in profiles), []),
+                        "--json", f.name], cwd=ROOT, check=True, capture_output=True)  # fmt: skip
+        return json.loads(Path(f.name).read_text())["results"]
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = ["| profile | link | Python->Python rate | of link | one exchange (2 x frame) | of what the link allows | "
+             "gossip / FedAvg to target |", "|---|---|---|---|---|---|---|"]
+    for name, r in results["profiles"].items():
+        t, a = r["transfer"], r.get("time_to_accuracy")
+        spec = PROFILES[name]
+        link = f"{spec.rtt_ms:g} ms, {spec.rate_mbit:g} Mbit/s, {spec.loss_pct:g}% loss" if spec.shaped else "unshaped"
+        frac = f"{t['rate_fraction_of_link']:.2f}" if t.get("rate_fraction_of_link") else "-"
+        over = f"{t['exchange_over_allowed']:.2f}x" if t.get("exchange_over_allowed") else "-"
+        if a:
+            g, c = a["gossip"]["seconds_to_target"], a["central"]["seconds_to_target"]
+            tta = f"{g:.0f} s / {c:.0f} s" if g and c else f"{g} / {c}"
+            tta += f" ({a['gossip_over_central']:.2f}x)" if a.get("gossip_over_central") else ""
+        else:
+            tta = "not run"
+        lines.append(f"| {name} | {link} | {t['rate_mb_s']:.2f} MB/s | {frac} | {1000 * t['exchange_median_s']:.0f} ms | {over} | {tta} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", action="append", choices=sorted(PROFILES), help="profile to run, repeatable (default: all)")
+    parser.add_argument("--peers", type=int, default=4, help="peers for the time-to-accuracy runs (default 4)")
+    parser.add_argument("--target", type=float, default=0.92, help="mean test accuracy to reach (default 0.92)")
+    parser.add_argument("--rounds", type=int, default=40, help="exchange rounds per peer (default 40)")
+    parser.add_argument("--local-steps", type=int, default=25, help="local steps per round (default 25)")
+    parser.add_argument("--eval-examples", type=int, default=1000, help="test examples per evaluation (default 1000)")
+    parser.add_argument("--exchanges", type=int, default=5, help="timed exchanges per profile (default 5)")
+    parser.add_argument("--frames", type=int, default=20, help="frames for the rate (default 20, 8 MB)")
+    parser.add_argument("--no-training", action="store_true", help="transfers only (no time-to-accuracy runs)")
+    args = parser.parse_args()
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from apps.netswarm import preload
+    from apps.publish import default_publication
+    from peer.node import max_frame_size
+
+    profiles = args.profile or list(PROFILES)
+    pub = default_publication(Ed25519PrivateKey.generate(), seed=0)
+    frame_bytes = max_frame_size(pub.manifest) - 96  # a default-model float32 frame (the bound allows 96 spare bytes)
+    results: dict[str, Any] = {
+        "command": " ".join(["python -m benchmarks.wan", *sys.argv[1:]]), "commit": git_commit(), "machine": machine(),
+        "config": {**vars(args), "frame_bytes": frame_bytes, "profiles": profiles}, "profiles": {},
+        "netlab_measure": netlab_measurement(profiles),
+    }  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        template = Path(tmp) / "server-data"
+        swarm_id = preload(template, pub)
+        for name in profiles:
+            entry: dict[str, Any] = {"profile": PROFILES[name].to_dict()}
+            entry["transfer"] = transfer(name, template, swarm_id, frame_bytes, args.exchanges, args.frames)
+            print(name, "transfer", {k: v for k, v in entry["transfer"].items() if k != "exchange_s"}, flush=True)
+            if not args.no_training:
+                entry["time_to_accuracy"] = time_to_accuracy(name, args.peers, args.target, args.rounds, args.local_steps,
+                                                             args.eval_examples)  # fmt: skip
+            results["profiles"][name] = entry
+    results["table"] = table(results)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "wan.json").write_text(json.dumps(results, indent=1) + "\n")
+    print(results["table"])
+    print(f"machine: {platform.platform()}; results in {RESULTS / 'wan.json'}")
+
+
+if __name__ == "__main__":
+    main()

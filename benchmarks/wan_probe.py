@@ -1,0 +1,116 @@
+"""One side of a data-channel measurement across the emulated internet (run by ``benchmarks.wan``).
+
+``python -m benchmarks.wan_probe sink WS_URL SWARM_ID OUT.json`` waits for a link and echoes;
+``python -m benchmarks.wan_probe source WS_URL SWARM_ID OUT.json --frame-bytes N ...`` links
+to the sink, times ``--exchanges`` request/reply pairs of one frame each way (a gossip
+exchange's transfers), then sends ``--frames`` frames back to back and takes the receive rate
+the sink measured. Frames go through ``PeerLink.send`` (chunking, backpressure): the
+product's own link code, signaling and ICE, no ``--ice-address``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from peer.link import PeerLink
+from peer.mesh import Mesh, MeshConfig
+
+DATA, REQUEST, REPLY, STATS = b"D", b"E", b"R", b"S"
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.first: float | None = None
+        self.last = 0.0
+        self.bytes = 0
+        self.frames = 0
+        self.expected: int | None = None
+
+    async def on_frame(self, link: PeerLink, data: bytes) -> None:
+        tag = data[:1]
+        if tag == REQUEST:
+            await link.send(lambda: REPLY + data[1:])
+        elif tag == DATA:
+            now = time.perf_counter()
+            self.first = self.first if self.first is not None else now
+            self.last, self.bytes, self.frames = now, self.bytes + len(data), self.frames + 1
+            self.expected = int.from_bytes(data[1:5], "big")
+            if self.frames == self.expected:
+                stats = {"frames": self.frames, "bytes": self.bytes, "seconds": self.last - self.first}
+                await link.send(lambda: STATS + json.dumps(stats).encode())
+
+
+async def run(args: argparse.Namespace) -> dict[str, object]:
+    replies: asyncio.Queue[bytes] = asyncio.Queue()
+    sink = Sink()
+
+    async def on_frame(link: PeerLink, data: bytes) -> None:
+        if args.role == "sink":
+            await sink.on_frame(link, data)
+        else:
+            replies.put_nowait(data)
+
+    degree = 0 if args.role == "sink" else 1
+    mesh = Mesh(Ed25519PrivateKey.generate(), args.ws_url, args.swarm_id, MeshConfig(degree=degree, max_degree=1),
+                max_frame_size=args.frame_bytes + 64, on_frame=on_frame)  # fmt: skip
+    try:
+        await asyncio.wait_for(mesh.start(), 60)
+        mesh.accept_links()
+        if args.role == "sink":
+            await asyncio.sleep(args.lifetime)  # the source ends the measurement; the benchmark kills us
+            return {}
+        async with asyncio.timeout(90):
+            while not mesh.open_links():
+                await asyncio.sleep(0.1)
+        link = mesh.open_links()[0]
+        payload = os.urandom(args.frame_bytes - 1)
+        times = []
+        for i in range(args.exchanges + 1):  # the first one warms up SCTP's congestion window
+            t0 = time.perf_counter()
+            await link.send(lambda: REQUEST + payload)
+            await asyncio.wait_for(replies.get(), 120)
+            if i:
+                times.append(time.perf_counter() - t0)
+        frame = DATA + args.frames.to_bytes(4, "big") + payload[: args.frame_bytes - 5]
+        for _ in range(args.frames):
+            await link.send(lambda: frame)
+        stats = json.loads((await asyncio.wait_for(replies.get(), 300))[1:])
+        return {"ice": link.ice_info(), "frame_bytes": args.frame_bytes, "exchange_s": times,
+                "exchange_median_s": statistics.median(times), "rate_mb_s": stats["bytes"] / stats["seconds"] / 1e6,
+                "rate_bytes": stats["bytes"], "rate_seconds": stats["seconds"]}  # fmt: skip
+    finally:
+        await mesh.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("role", choices=["sink", "source"])
+    parser.add_argument("ws_url")
+    parser.add_argument("swarm_id")
+    parser.add_argument("out", type=Path, help="JSON result (source only)")
+    parser.add_argument("--frame-bytes", type=int, default=407_200, help="bytes per frame (default: one default-model frame)")
+    parser.add_argument("--exchanges", type=int, default=5, help="timed request/reply pairs")
+    parser.add_argument("--frames", type=int, default=20, help="frames sent back to back for the rate")
+    parser.add_argument("--lifetime", type=float, default=600, help="sink: seconds to stay up")
+    args = parser.parse_args()
+    try:
+        import uvloop  # as the peers do (apps/cli.py)
+
+        uvloop.install()
+    except ImportError:
+        pass
+    result = asyncio.run(run(args))
+    if args.role == "source":
+        args.out.write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
