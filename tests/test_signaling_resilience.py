@@ -81,6 +81,7 @@ async def test_junk_offers_and_candidates_and_a_flood_leave_the_peer_registered_
         assert victim.connected.is_set()
         assert victim.stats.signal_rejects_by_sender[attacker.peer_id] >= 1000
         assert victim.stats.signal_rejects.get("offer_rate", 0) >= 900
+        print(f"victim refused {dict(victim.stats.signal_rejects)}; sent the attacker {len(replies)} messages: {replies}")
         assert len(replies) <= 2 * (OFFER_BURST + 2), replies  # no amplification: a handful of answers, not 2,000
 
         # the victim is still registered and links with an honest newcomer
