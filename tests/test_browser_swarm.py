@@ -19,7 +19,8 @@ from playwright.async_api import Browser, Page
 from apps.procs import PeerProcess, spawn_peer
 from apps.publish import upload
 
-from browser import chromium
+from browser import chromium, tab_accuracy
+from protocols.dataset import decode_shard
 from rogue import join_rogue
 
 TARGET = 0.85
@@ -118,6 +119,13 @@ async def test_python_and_browser_peers_train_together_and_reject_a_rogue(server
             finally:
                 await rogue.close()
 
+            # the tabs' models, evaluated here on the whole test split (not what the tabs report)
+            m = default_publication.manifest
+            x, y = decode_shard(default_publication.blobs[m.dataset.test.digest])
+            initial = default_publication.blobs[m.model.initial_weights.digest]
+            for page in pages:
+                measured = await tab_accuracy(page, m, initial, x, y)
+                assert measured >= TARGET - 0.02, measured
             for page, snap in zip(pages, snaps, strict=True):
                 # every tampered frame was rejected for its own reason, and the page says so
                 for reason in ("bad_digest", "bad_signature", "wrong_swarm", "wrong_model", "wrong_receiver",

@@ -40,15 +40,21 @@ async def test_swarm_survives_churn_and_newcomers_catch_up(server: str, default_
                     lambda: all((r := p.latest) and r["neighbors"] >= 2 and r["test_acc"] >= 0.85 for p in first), first)  # fmt: skip
         killed, survivors = first[:3], first[3:]
         killed_ids = {p.latest["peer_id"] for p in killed}  # type: ignore[index]
+        # the survivors that had a killed peer as a neighbor: the ones that must notice (6 peers of degree 4: some do)
+        linked = [p for p in survivors if killed_ids & set(p.latest["neighbor_ids"])]  # type: ignore[index]
+        assert linked, [p.latest for p in survivors]
         for p in killed:
             p.proc.kill()  # SIGKILL: no goodbye to anyone
-        killed_at = time.monotonic()
+        killed_at, killed_wall = time.monotonic(), time.time()
         newcomers = [spawn_peer(join_url, tmp_path, f"new{i}", "--seed", str(10 + i), *common) for i in range(2)]
         everyone = survivors + newcomers
 
-        await _wait("survivors to drop the dead neighbors", DROP_WITHIN_S,
-                    lambda: all(not killed_ids & set(p.latest["neighbor_ids"]) for p in survivors  # type: ignore[index]
-                                if p.poll_metrics() is not None), survivors)  # fmt: skip
+        def dropped(p: PeerProcess) -> bool:
+            """A row written after the kill lists none of the killed peers as neighbors."""
+            r = p.latest
+            return r is not None and r["wall"] > killed_wall and not killed_ids & set(r["neighbor_ids"])
+
+        await _wait("survivors to drop the dead neighbors", DROP_WITHIN_S, lambda: all(dropped(p) for p in linked), survivors)
         dropped_after = time.monotonic() - killed_at
 
         await _wait("everyone left at the target", 300,

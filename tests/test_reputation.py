@@ -53,10 +53,14 @@ async def test_a_neighbor_sending_forged_frames_is_banned_and_refused(pair: tupl
     assert transport.metrics.rejected["bad_signature"] == STRIKES_TO_BAN
     await eventually(lambda: link.state == LinkState.CLOSED, TIMEOUT, "the banned sender's link closes")
     assert b.mesh.is_banned(a.mesh.peer_id)
-    # the banned peer's new offer is ignored: its link never opens
+    # the banned peer's new offer reaches the receiver and is refused there: no answer, no link
+    refused = b.mesh.stats.signal_rejects.get("not_linking", 0)
     retry = await a.mesh.connect_to(a.mesh.known[b.mesh.peer_id])
-    await asyncio.sleep(3)
+    await eventually(lambda: b.mesh.stats.signal_rejects.get("not_linking", 0) > refused, TIMEOUT,
+                     "the receiver saw the banned peer's offer and refused it")  # fmt: skip
+    assert b.mesh.stats.signal_rejects_by_sender[a.mesh.peer_id] >= 1
     assert retry.state != LinkState.OPEN and a.mesh.peer_id not in b.mesh.links
+    assert retry.pc.remoteDescription is None  # no answer ever came back
 
 
 async def test_frames_beyond_the_neighbor_rate_are_dropped_unparsed(pair: tuple[Side, Side]) -> None:
