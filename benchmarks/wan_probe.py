@@ -27,21 +27,38 @@ DATA, REQUEST, REPLY, STATS = b"D", b"E", b"R", b"S"
 
 
 class Sink:
-    def __init__(self) -> None:
+    """Echoes requests, times tagged data frames; with ``count``, times any ``count`` frames (a browser's)."""
+
+    def __init__(self, count: int | None = None, out: Path | None = None) -> None:
         self.first: float | None = None
         self.last = 0.0
         self.bytes = 0
         self.frames = 0
         self.expected: int | None = None
+        self.count, self.out = count, out
 
     async def on_frame(self, link: PeerLink, data: bytes) -> None:
         tag = data[:1]
+        if self.count is not None:  # untagged frames: the receive rate after the first one arrived
+            now = time.perf_counter()
+            if self.first is None:
+                self.first = now
+            else:
+                self.bytes += len(data)
+            self.last, self.frames = now, self.frames + 1
+            if self.frames == self.count and self.out is not None:
+                self.out.write_text(json.dumps({"frames": self.frames, "bytes_after_first": self.bytes,
+                                                "seconds": self.last - self.first}))  # fmt: skip
+            return
         if tag == REQUEST:
             await link.send(lambda: REPLY + data[1:])
-        elif tag == DATA:
+        elif tag == DATA:  # the rate counts the bytes that arrived after the first frame, over the time since it
             now = time.perf_counter()
-            self.first = self.first if self.first is not None else now
-            self.last, self.bytes, self.frames = now, self.bytes + len(data), self.frames + 1
+            if self.first is None:
+                self.first = now
+            else:
+                self.bytes += len(data)
+            self.last, self.frames = now, self.frames + 1
             self.expected = int.from_bytes(data[1:5], "big")
             if self.frames == self.expected:
                 stats = {"frames": self.frames, "bytes": self.bytes, "seconds": self.last - self.first}
@@ -50,7 +67,7 @@ class Sink:
 
 async def run(args: argparse.Namespace) -> dict[str, object]:
     replies: asyncio.Queue[bytes] = asyncio.Queue()
-    sink = Sink()
+    sink = Sink(args.count, args.out) if args.count else Sink()
 
     async def on_frame(link: PeerLink, data: bytes) -> None:
         if args.role == "sink":
@@ -72,6 +89,11 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                 await asyncio.sleep(0.1)
         link = mesh.open_links()[0]
         payload = os.urandom(args.frame_bytes - 1)
+        if args.link_to_browser:
+            for _ in range(args.frames):
+                await link.send(lambda: DATA + payload)
+            await asyncio.sleep(args.lifetime)  # the benchmark reads the page's counters, then kills us
+            return {}
         times = []
         for i in range(args.exchanges + 1):  # the first one warms up SCTP's congestion window
             t0 = time.perf_counter()
@@ -100,6 +122,9 @@ def main() -> None:
     parser.add_argument("--exchanges", type=int, default=5, help="timed request/reply pairs")
     parser.add_argument("--frames", type=int, default=20, help="frames sent back to back for the rate")
     parser.add_argument("--lifetime", type=float, default=600, help="sink: seconds to stay up")
+    parser.add_argument("--count", type=int, help="sink: time any COUNT frames (from a browser) and write OUT")
+    parser.add_argument("--link-to-browser", action="store_true",
+                        help="source: only link, send --frames tagged frames, no exchanges or stats (the browser times them)")
     args = parser.parse_args()
     try:
         import uvloop  # as the peers do (apps/cli.py)
