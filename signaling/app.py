@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from aiohttp import BodyPartReader, WSMsgType, web
 from pydantic import BaseModel
 
+from protocols import PROTOCOL_VERSION
 from protocols.crypto import join_message, peer_id_of, sha256, verify
 from protocols.dataset import decode_shard
 from protocols.errors import ProtocolError, SignatureError
@@ -251,7 +252,8 @@ async def health(request: web.Request) -> web.Response:
     registry = request.app[REGISTRY]
     stun = request.app.get(STUN)
     return web.json_response({"status": "ok", "swarms": len(request.app[STORE].swarms()),
-                              "peers": registry.peer_count(), "protocol": 1,
+                              "peers": registry.peer_count(), "protocol": PROTOCOL_VERSION,
+                              "refused": dict(request.app[LIMITS].refused),
                               "stun": dict(stun.counts) if stun is not None else None})  # fmt: skip
 
 
