@@ -146,7 +146,7 @@ def browser_transfer(profile: str, template: Path, swarm_id: str, frame_bytes: i
 
 
 def time_to_accuracy(profile: str, peers: int, target: float, rounds: int, local_steps: int, eval_examples: int,
-                     partition: str, alpha: float) -> dict[str, Any]:  # fmt: skip
+                     partition: str, alpha: float, seconds: float) -> dict[str, Any]:  # fmt: skip
     from benchmarks.time_to_accuracy import first_time
     from research.config import ExperimentConfig
     from research.webrtc import _run_one  # noqa: PLC2701 - the backend's one-run entry point
@@ -158,7 +158,8 @@ def time_to_accuracy(profile: str, peers: int, target: float, rounds: int, local
                 "name": f"wan-{profile}", "backend": "webrtc",
                 "data": {"eval_examples": eval_examples, "partition": partition, "alpha": alpha},
                 "swarm": {"peers": peers, "local_steps": local_steps, "degree": 3},
-                "budget": {"rounds": rounds, "eval_every": 1}, "network": {"profile": profile, "homes": 2},
+                "budget": {"rounds": rounds, "eval_every": 1, "seconds": seconds},
+                "network": {"profile": profile, "homes": 2},
             })  # fmt: skip
             result = asyncio.run(_run_one(config, Path(tmp) / method, method, 0, lambda done: None))
             out[method] = {"seconds_to_target": first_time(result.rows, target), "final_mean_acc": result.rows[-1]["mean_acc"],
@@ -181,6 +182,10 @@ def table(results: dict[str, Any]) -> str:
              "one exchange (2 x frame) | of what the link allows | gossip / FedAvg to target |", "|---|---|---|---|---|---|---|"]
     for name, r in results["profiles"].items():
         t, a = r["transfer"], r.get("time_to_accuracy")
+        if "error" in t:
+            t = {"rate_mb_s": float("nan"), "exchange_median_s": float("nan"), "failed": t["error"]}
+        if a and "error" in a:
+            a = None
         spec = PROFILES[name]
         link = f"{spec.rtt_ms:g} ms, {spec.rate_mbit:g} Mbit/s, {spec.loss_pct:g}% loss" if spec.shaped else "unshaped"
         frac = f"{t['rate_fraction_of_link']:.2f}" if t.get("rate_fraction_of_link") else "-"
@@ -192,15 +197,34 @@ def table(results: dict[str, Any]) -> str:
         else:
             tta = "not run"
         b = r.get("browser_transfer")
-        if b:
+        if b and "error" in b:
+            btxt = "failed: " + b["error"][:60]
+        elif b:
             fr = (f" ({b['browser_to_python_fraction_of_link']:.2f} / {b['python_to_browser_fraction_of_link']:.2f})"
                   if "browser_to_python_fraction_of_link" in b else "")  # fmt: skip
             btxt = f"{b['browser_to_python_mb_s']:.2f} / {b['python_to_browser_mb_s']:.2f} MB/s{fr}"
         else:
             btxt = "not run"
+        if "failed" in t:
+            lines.append(f"| {name} | {link} | failed: {t['failed'][:60]} | {btxt} | - | - | {tta} |")
+            continue
         lines.append(f"| {name} | {link} | {t['rate_mb_s']:.2f} MB/s ({frac}) | {btxt} | {1000 * t['exchange_median_s']:.0f} ms | "
                      f"{over} | {tta} |")
     return "\n".join(lines) + "\n"
+
+
+def attempt(measure: Any, *args: Any) -> dict[str, Any]:
+    """Run one measurement; a failure (e.g. a transfer that times out on a lossy link) is recorded, not fatal."""
+    try:
+        return measure(*args)  # type: ignore[no-any-return]
+    except Exception as exc:  # noqa: BLE001 - the benchmark reports what failed and goes on
+        print(f"{measure.__name__} {args[0]} failed: {type(exc).__name__}: {exc}", flush=True)
+        return {"error": f"{type(exc).__name__}: {str(exc)[-500:]}"}
+
+
+def save(results: dict[str, Any]) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "wan.json").write_text(json.dumps(results, indent=1) + "\n")
 
 
 def main() -> None:
@@ -212,6 +236,7 @@ def main() -> None:
                         help="how the training data is sharded (default dirichlet)")
     parser.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration (default 0.5)")
     parser.add_argument("--rounds", type=int, default=80, help="exchange rounds per peer (default 80)")
+    parser.add_argument("--seconds", type=float, default=240, help="time budget of each training run in s (default 240)")
     parser.add_argument("--local-steps", type=int, default=25, help="local steps per round (default 25)")
     parser.add_argument("--eval-examples", type=int, default=1000, help="test examples per evaluation (default 1000)")
     parser.add_argument("--exchanges", type=int, default=5, help="timed exchanges per profile (default 5)")
@@ -238,18 +263,19 @@ def main() -> None:
         swarm_id = preload(template, pub)
         for name in profiles:
             entry: dict[str, Any] = {"profile": PROFILES[name].to_dict()}
-            entry["transfer"] = transfer(name, template, swarm_id, frame_bytes, args.exchanges, args.frames)
+            results["profiles"][name] = entry
+            entry["transfer"] = attempt(transfer, name, template, swarm_id, frame_bytes, args.exchanges, args.frames)
             print(name, "transfer", {k: v for k, v in entry["transfer"].items() if k != "exchange_s"}, flush=True)
             if not args.no_browser:
-                entry["browser_transfer"] = browser_transfer(name, template, swarm_id, frame_bytes, args.frames)
+                entry["browser_transfer"] = attempt(browser_transfer, name, template, swarm_id, frame_bytes, args.frames)
                 print(name, "browser transfer", entry["browser_transfer"], flush=True)
             if not args.no_training:
-                entry["time_to_accuracy"] = time_to_accuracy(name, args.peers, args.target, args.rounds, args.local_steps,
-                                                             args.eval_examples, args.partition, args.alpha)  # fmt: skip
-            results["profiles"][name] = entry
+                entry["time_to_accuracy"] = attempt(time_to_accuracy, name, args.peers, args.target, args.rounds,
+                                                    args.local_steps, args.eval_examples, args.partition, args.alpha,
+                                                    args.seconds)  # fmt: skip
+            save(results)  # after every profile: a later failure keeps what was measured
     results["table"] = table(results)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "wan.json").write_text(json.dumps(results, indent=1) + "\n")
+    save(results)
     print(results["table"])
     print(f"machine: {platform.platform()}; results in {RESULTS / 'wan.json'}")
 
