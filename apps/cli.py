@@ -133,10 +133,19 @@ def cmd_publish(args: argparse.Namespace) -> int:
                             data=data, name=name, swarm_id=args.swarm_id, seed=args.seed, training=training,
                             gossip=gossip, ice_servers=_ice_server_list(args.ice_server))  # fmt: skip
     reply = asyncio.run(upload(args.server, pub))
+    # the pin comes from our own key, never from the server's reply: it is what lets joiners refuse
+    # a manifest the server swapped (the fragment never reaches the server)
+    from peer.config import pinned_join_url
+    from protocols.crypto import public_key_bytes, publisher_fingerprint
+
+    fingerprint = publisher_fingerprint(public_key_bytes(key))
+    pinned = pinned_join_url(reply["join_url"], fingerprint)
     if args.json:
-        print(json.dumps(reply, indent=2))
+        print(json.dumps({**reply, "publisher": fingerprint, "pinned_join_url": pinned}, indent=2))
     else:
-        print(f"swarm id:  {reply['swarm_id']}\nmodel id:  {reply['model_id']}\njoin link: {reply['join_url']}")
+        print(f"swarm id:  {reply['swarm_id']}\nmodel id:  {reply['model_id']}\n"
+              f"publisher: {fingerprint} (joiners of this link refuse manifests signed by any other key)\n"
+              f"join link: {pinned}")
     return 0
 
 
@@ -149,11 +158,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_join(args: argparse.Namespace) -> int:
-    from peer.config import PeerConfig, parse_join_url
+    from peer.config import PeerConfig, parse_join_link
+    from peer.fetch import PUBLISHER_PIN
     from peer.node import PeerNode
     from protocols.signaling import IceServer
 
-    server, swarm_id = parse_join_url(args.url)
+    server, swarm_id, pin = parse_join_link(args.url)  # a pinned link refuses another publisher's manifest
     ice_servers = None
     if args.ice_server:
         ice_servers = []
@@ -176,6 +186,7 @@ def cmd_join(args: argparse.Namespace) -> int:
         return await node.run()
 
     _loop_policy()
+    PUBLISHER_PIN.set(pin)  # asyncio.run copies this context into the peer's task
     summary = asyncio.run(main())
     print(json.dumps({k: summary.get(k) for k in ("peer_id", "step", "test_acc", "exchanges", "rejected")}))
     return 0
@@ -293,7 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("join", help="join a swarm by its link and train")
-    s.add_argument("url", help="join link printed by the publisher, http(s)://HOST:PORT/s/<swarm id>")
+    s.add_argument("url", help="join link printed by the publisher, http(s)://HOST:PORT/s/<swarm id>[#pk=<publisher "
+                               "fingerprint>]; a pinned link refuses a manifest signed by anyone else")  # fmt: skip
     s.add_argument("--identity", type=Path, help="key file (default: ~/.config/gossip-swarm/identity.key)")
     s.add_argument("--ice-address", action="append",
                    help="host candidate address to offer (repeatable); 127.0.0.1 for a loopback mesh")  # fmt: skip

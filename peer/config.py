@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from urllib.parse import urlsplit
+from typing import NamedTuple
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -39,6 +41,33 @@ def parse_join_url(url: str) -> tuple[str, str]:
     if not sep or parts.scheme not in ("http", "https") or len(swarm_id) != 32:
         raise ValueError(f"{url!r} is not a join link; expected http(s)://HOST[:PORT]/s/<32 hex swarm id>")
     return f"{parts.scheme}://{parts.netloc}{head}", swarm_id
+
+
+class JoinLink(NamedTuple):
+    server: str  # base URL of the signaling server
+    swarm_id: str
+    publisher_pin: str | None  # the publisher's fingerprint (``#pk=``), None for an unpinned link
+
+
+_PIN = re.compile(r"^[0-9a-f]{32}$")
+
+
+def parse_join_link(url: str) -> JoinLink:
+    """``http(s)://host[:port][/prefix]/s/<swarm id>[#pk=<publisher fingerprint>]``; the fragment never
+    reaches the server. A ``pk`` that is not 32 hex characters is an error, not an unpinned link."""
+    server, swarm_id = parse_join_url(url)
+    values = parse_qs(urlsplit(url).fragment, keep_blank_values=True).get("pk")
+    if values is None:
+        return JoinLink(server, swarm_id, None)
+    pin = values[-1].lower()
+    if len(values) != 1 or not _PIN.match(pin):
+        raise ValueError(f"the join link's #pk={values[-1]} is not a publisher fingerprint (32 hex characters)")
+    return JoinLink(server, swarm_id, pin)
+
+
+def pinned_join_url(join_url: str, publisher_fingerprint: str) -> str:
+    """The join link with the publisher's fingerprint in its fragment (``#pk=``)."""
+    return f"{join_url.split('#', 1)[0]}#pk={publisher_fingerprint}"
 
 
 def ws_url(server: str) -> str:

@@ -5,6 +5,13 @@ offers are accepted up to ``max_degree``. Offer glare (both sides offer at once)
 by peer id: the smaller id keeps its offer, the larger answers. Failed or silent links are
 closed and replaced; the signaling connection is re-established with backoff, and links
 stay up while the server is away.
+
+The server is not trusted with identities: a peer id must be the hash of its announced key, and
+every offer and answer carries the sender's Ed25519 signature over its SDP's DTLS fingerprints
+(``protocols.crypto.offer_message`` / ``answer_message``). A link opens only when that signature
+verifies against the announced key and the certificate seen in the DTLS handshake is the signed
+one, so a server that swaps keys or SDPs cannot sit between two peers (docs/PROTOCOL.md, "Link
+authentication").
 """
 
 from __future__ import annotations
@@ -13,18 +20,30 @@ import asyncio
 import logging
 import random
 import re
+import secrets
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import aiohttp
 from aiortc import RTCConfiguration, RTCIceServer, RTCIceTransportPolicy, RTCPeerConnection, RTCSessionDescription
+from aiortc.rtcdtlstransport import X509_DIGEST_ALGORITHMS, certificate_digest
 from aiortc.sdp import candidate_from_sdp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel
 
-from protocols.crypto import join_message, peer_id_of, public_key_bytes, sign
-from protocols.errors import ProtocolError
+from protocols.crypto import (
+    LINK_NONCE_SIZE,
+    answer_message,
+    join_message,
+    offer_message,
+    peer_id_of,
+    public_key_bytes,
+    sign,
+    verify,
+)
+from protocols.errors import ProtocolError, SignatureError
 from protocols.signaling import (
     Answer,
     Candidate,
@@ -32,6 +51,7 @@ from protocols.signaling import (
     Error,
     IceServer,
     Join,
+    LinkAuth,
     Offer,
     PeerInfo,
     PeerJoined,
@@ -41,6 +61,7 @@ from protocols.signaling import (
     Welcome,
     dump,
     parse_server_message,
+    sdp_fingerprints,
 )
 
 from .link import FrameHandler, LinkState, PeerLink
@@ -76,6 +97,43 @@ def has_data_channel(sdp: str) -> bool:
 OFFER_RATE = 0.2  # offers per second a remote peer may send us, sustained (one per 5 s)
 OFFER_BURST = 3
 MAX_SIGNAL_SENDERS = 4096  # per-sender counters kept
+MAX_OFFER_NONCES = 4096  # nonces of verified offers remembered, so a replayed offer is refused
+
+
+def remote_certificate_fingerprints(pc: RTCPeerConnection) -> set[str] | None:
+    """Canonical fingerprints (``sdp_fingerprints`` form) of the certificate the remote end presented
+    in the DTLS handshake of ``pc``'s data channel transport; None when it cannot be read.
+
+    aiortc keeps the handshake in ``RTCDtlsTransport._ssl`` (pyOpenSSL) and exposes no peer
+    certificate of its own, so this reads that private attribute (aiortc 1.16)."""
+    try:
+        cert = pc.sctp.transport._ssl.get_peer_certificate(as_cryptography=True)  # type: ignore[union-attr]
+    except AttributeError:
+        return None
+    if cert is None:
+        return None
+    return {f"{algorithm} {certificate_digest(cert, algorithm)}" for algorithm in X509_DIGEST_ALGORITHMS}
+
+
+def certificate_matches(signed: Sequence[str], seen: set[str]) -> bool:
+    """aiortc's rule, over the signed fingerprints: at least one of an algorithm we can compute, and
+    every one of those is the certificate's."""
+    supported = [f for f in signed if f.split(" ", 1)[0] in X509_DIGEST_ALGORITHMS]
+    return bool(supported) and all(f in seen for f in supported)
+
+
+@dataclass
+class LinkBinding:
+    """What link authentication established for one link.
+
+    ``offer_nonce``: the nonce of the offer we sent (offerer side; the answer must sign it).
+    ``fingerprints``: the DTLS fingerprints the remote peer signed. ``dtls_verified``: the
+    certificate of the DTLS handshake is one of them; frames are delivered only after that.
+    """
+
+    offer_nonce: bytes | None = None
+    fingerprints: list[str] | None = None
+    dtls_verified: bool = False
 
 
 @dataclass
@@ -83,7 +141,9 @@ class MeshStats:
     chunk_rejects: dict[str, int] = field(default_factory=dict)
     mdns_candidates_skipped: int = 0
     signaling_errors: list[str] = field(default_factory=list)
-    # relayed messages refused, by reason (bad_sdp, bad_candidate, offer_rate, not_linking) and by sender
+    # relayed messages refused, by reason (bad_sdp, bad_candidate, offer_rate, not_linking, already_linked,
+    # unexpected_answer; link authentication: wrong_key, bad_link_auth, replayed_offer, fingerprint_mismatch)
+    # and by sender
     signal_rejects: dict[str, int] = field(default_factory=dict)
     signal_rejects_by_sender: dict[str, int] = field(default_factory=dict)
     sessions: int = 0  # signaling sessions opened (reconnects = sessions - 1)
@@ -126,6 +186,8 @@ class Mesh:
         self.banned: dict[str, float] = {}  # peer id -> until (monotonic): no links either way
         self._rng = random.Random()
         self._offer_buckets: dict[str, TokenBucket] = {}
+        self._bindings: dict[PeerLink, LinkBinding] = {}
+        self._offer_nonces: OrderedDict[bytes, None] = OrderedDict()
         self._swarm_ice_servers: list[IceServer] = []
         self._closing = False
         self.report_source: Callable[[], Report | None] | None = None  # metrics for the contribution board
@@ -228,6 +290,7 @@ class Mesh:
             try:
                 parsed = parse_server_message(msg.data)
             except ProtocolError as exc:
+                self.stats.reject("server", exc.reason)  # whoever wrote it, the server relayed it
                 log.warning("ignoring malformed signaling message: %s", exc)
                 continue
             try:
@@ -250,7 +313,10 @@ class Mesh:
             await self._send(Join(swarm_id=self.swarm_id, public_key=self.public_key.hex(),
                                   signature=signature.hex(), client=self.config.client))  # type: ignore[arg-type]  # fmt: skip
         elif isinstance(msg, Welcome):
-            self.known = {p.peer_id: p for p in msg.peers if p.peer_id != self.peer_id}
+            if msg.peer_id != self.peer_id:
+                self.stats.reject("server", "wrong_peer_id")
+                log.warning("the server welcomed us as %s, but our key makes us %s", msg.peer_id[:8], self.peer_id[:8])
+            self.known = {p.peer_id: p for p in msg.peers if p.peer_id != self.peer_id and self._key_matches(p)}
             # every welcome, not just the first: TURN credentials are per peer and expire, and a
             # reconnect brings fresh ones
             self._swarm_ice_servers = list(msg.ice_servers)
@@ -259,7 +325,8 @@ class Mesh:
             self.connected.set()
             log.info("joined swarm %s as %s with %d known peers", self.swarm_id[:8], self.peer_id[:8], len(self.known))
         elif isinstance(msg, PeerJoined):
-            self.known[msg.peer.peer_id] = msg.peer
+            if msg.peer.peer_id != self.peer_id and self._key_matches(msg.peer):
+                self.known[msg.peer.peer_id] = msg.peer
         elif isinstance(msg, PeerLeft):
             self.known.pop(msg.peer_id, None)
             link = self.links.get(msg.peer_id)
@@ -277,14 +344,94 @@ class Mesh:
             if not self.welcome.done() and msg.code in ("bad_proof", "unknown_swarm", "swarm_full"):
                 self.welcome.set_exception(ConnectionError(f"cannot join: {msg.message}"))
 
+    def _key_matches(self, info: PeerInfo) -> bool:
+        """Whether ``info``'s peer id is the hash of its public key; a server that announces another
+        key for a peer id (to have us credit its frames to that peer) is refused and counted here."""
+        if peer_id_of(bytes.fromhex(info.public_key)) == info.peer_id:
+            return True
+        self.stats.reject(info.peer_id, "wrong_key")
+        log.warning("refused peer %s: its announced key %s… does not hash to its id (a server rewriting keys?)",
+                    info.peer_id[:8], info.public_key[:12])  # fmt: skip
+        return False
+
+    # ---- link authentication ------------------------------------------------------------
+    def _signed_offer(self, link: PeerLink) -> Offer:
+        """Our offer for ``link``, signed over its SDP's fingerprints with a fresh nonce (remembered
+        on the link's binding: the answer must sign it)."""
+        sdp = link.pc.localDescription.sdp
+        nonce = secrets.token_bytes(LINK_NONCE_SIZE)
+        self._bindings[link] = LinkBinding(offer_nonce=nonce)
+        signature = sign(self.key, offer_message(self.swarm_id, self.peer_id, link.peer_id, nonce, sdp_fingerprints(sdp)))
+        return Offer(to=link.peer_id, sdp=sdp, auth=LinkAuth(nonce=nonce.hex(), signature=signature.hex()))
+
+    def _signed_answer(self, link: PeerLink, offer_nonce: bytes) -> Answer:
+        sdp = link.pc.localDescription.sdp
+        nonce = secrets.token_bytes(LINK_NONCE_SIZE)
+        message = answer_message(self.swarm_id, self.peer_id, link.peer_id, nonce, offer_nonce, sdp_fingerprints(sdp))
+        return Answer(to=link.peer_id, sdp=sdp, auth=LinkAuth(nonce=nonce.hex(), signature=sign(self.key, message).hex()))
+
+    def _verified_fingerprints(self, sender: str, remote: PeerInfo, sdp: str, auth: LinkAuth,
+                               message: Callable[[list[str]], bytes]) -> list[str] | None:  # fmt: skip
+        """The DTLS fingerprints of ``sdp`` if ``remote``'s key signed them (``message`` builds the
+        signed bytes from them); else None, refused and counted (``bad_sdp``, ``bad_link_auth``)."""
+        try:
+            fingerprints = sdp_fingerprints(sdp)
+            if not fingerprints:
+                raise ProtocolError("the SDP declares no DTLS fingerprint", reason="bad_sdp")
+        except ProtocolError as exc:
+            self.stats.reject(sender, exc.reason)
+            log.info("refused an SDP from %s: %s", sender[:8], exc)
+            return None
+        try:
+            verify(bytes.fromhex(remote.public_key), bytes.fromhex(auth.signature), message(fingerprints))
+        except SignatureError:
+            self.stats.reject(sender, "bad_link_auth")
+            log.warning("refused an offer or answer from %s: its signature does not cover this SDP's DTLS "
+                        "fingerprints (a server rewriting SDPs?)", sender[:8])  # fmt: skip
+            return None
+        return fingerprints
+
+    def _fresh_offer_nonce(self, nonce: bytes) -> bool:
+        """Remember a verified offer's nonce; False if it was seen before (a replayed offer)."""
+        if nonce in self._offer_nonces:
+            return False
+        self._offer_nonces[nonce] = None
+        while len(self._offer_nonces) > MAX_OFFER_NONCES:
+            self._offer_nonces.popitem(last=False)
+        return True
+
+    def _check_dtls(self, link: PeerLink) -> None:
+        """Once DTLS is up (before SCTP, so before any frame), the remote certificate must be a
+        signed one. aiortc already fails a handshake whose certificate does not match the SDP;
+        this makes the binding to the *signed* fingerprints explicit and survives aiortc changes."""
+        binding = self._bindings.get(link)
+        if link.pc.connectionState != "connected" or binding is None or binding.dtls_verified:
+            return
+        seen = remote_certificate_fingerprints(link.pc)
+        if binding.fingerprints is not None and seen is not None and certificate_matches(binding.fingerprints, seen):
+            binding.dtls_verified = True
+            return
+        self.stats.reject(link.peer_id, "fingerprint_mismatch")
+        log.warning("closing the link to %s: its DTLS certificate is not the one it signed", link.peer_id[:8])
+        asyncio.ensure_future(link.close())
+
+    async def _deliver(self, link: PeerLink, data: bytes) -> None:
+        """Frames reach the owner only from links whose DTLS certificate matched the signed one."""
+        binding = self._bindings.get(link)
+        if binding is None or not binding.dtls_verified:
+            self._chunk_error(link, "unverified_link")
+            return
+        await self.on_frame(link, data)
+
     # ---- connections --------------------------------------------------------------------
     def _new_link(self, info: PeerInfo) -> PeerLink:
         servers = [RTCIceServer(urls=s.urls, username=s.username, credential=s.credential)
                    for s in self.ice_servers()]  # fmt: skip
         policy = RTCIceTransportPolicy.RELAY if self.config.relay_only else RTCIceTransportPolicy.ALL
         pc = RTCPeerConnection(RTCConfiguration(iceServers=servers, iceTransportPolicy=policy))
-        link = PeerLink(info, pc, max_frame_size=self.max_frame_size, on_frame=self.on_frame,
+        link = PeerLink(info, pc, max_frame_size=self.max_frame_size, on_frame=self._deliver,
                         on_closed=self._on_link_closed, on_chunk_error=self._chunk_error)  # fmt: skip
+        pc.on("connectionstatechange", lambda: self._check_dtls(link))
         self.links[info.peer_id] = link
         asyncio.get_running_loop().call_later(self.config.connect_timeout, self._expire, link)
         return link
@@ -297,6 +444,7 @@ class Mesh:
     def _on_link_closed(self, link: PeerLink) -> None:
         if self.links.get(link.peer_id) is link:
             del self.links[link.peer_id]
+        self._bindings.pop(link, None)
         self._retry_at[link.peer_id] = time.monotonic() + self.config.retry_after
 
     def _chunk_error(self, link: PeerLink, reason: str) -> None:
@@ -308,7 +456,7 @@ class Mesh:
         link = self._new_link(info)
         link.attach(link.pc.createDataChannel("gossip", ordered=True))
         await link.pc.setLocalDescription(await link.pc.createOffer())
-        await self._send(Offer(to=info.peer_id, sdp=link.pc.localDescription.sdp))
+        await self._send(self._signed_offer(link))
         # aiortc puts every candidate in the SDP; say so explicitly for trickle-ICE peers
         await self._send(Candidate(to=info.peer_id, candidate=None))
         return link
@@ -336,6 +484,15 @@ class Mesh:
         if not has_data_channel(msg.sdp):
             self.stats.reject(sender, "bad_sdp")
             return  # junk costs us a regular expression, not a peer connection
+        offer_nonce = bytes.fromhex(msg.auth.nonce)
+        fingerprints = self._verified_fingerprints(
+            sender, self.known[sender], msg.sdp, msg.auth,
+            lambda fps: offer_message(self.swarm_id, sender, self.peer_id, offer_nonce, fps))  # fmt: skip
+        if fingerprints is None:
+            return  # before any link is touched: a forged offer cannot cost us a connecting link
+        if not self._fresh_offer_nonce(offer_nonce):
+            self.stats.reject(sender, "replayed_offer")
+            return
         existing = self.links.get(sender)
         if existing is not None:
             glare = existing.pc.signalingState == "have-local-offer"
@@ -350,6 +507,7 @@ class Mesh:
             return  # full: the offerer's connect timeout sends it elsewhere
         info = self.known[sender]
         link = self._new_link(info)
+        self._bindings[link] = LinkBinding(fingerprints=fingerprints)
         link.pc.on("datachannel", link.attach)
         try:
             await link.pc.setRemoteDescription(RTCSessionDescription(sdp=msg.sdp, type="offer"))
@@ -361,15 +519,24 @@ class Mesh:
             log.info("refused an unusable offer from %s: %s: %s", sender[:8], type(exc).__name__, exc)
             await link.close()
             return
-        await self._send(Answer(to=sender, sdp=link.pc.localDescription.sdp))
+        await self._send(self._signed_answer(link, offer_nonce))
         await self._send(Candidate(to=sender, candidate=None))
 
     async def _on_answer(self, msg: Answer) -> None:
         sender = msg.from_ or ""
         link = self.links.get(sender)
-        if link is None or link.pc.signalingState != "have-local-offer":
+        binding = self._bindings.get(link) if link is not None else None
+        if link is None or binding is None or binding.offer_nonce is None or link.pc.signalingState != "have-local-offer":
             self.stats.reject(sender, "unexpected_answer")
             return
+        offer_nonce, nonce = binding.offer_nonce, bytes.fromhex(msg.auth.nonce)
+        fingerprints = self._verified_fingerprints(
+            sender, link.remote, msg.sdp, msg.auth,
+            lambda fps: answer_message(self.swarm_id, sender, self.peer_id, nonce, offer_nonce, fps))  # fmt: skip
+        if fingerprints is None:
+            await link.close()  # refused: this offer is spent (its nonce too); the next attempt offers afresh
+            return
+        binding.fingerprints = fingerprints
         try:
             await link.pc.setRemoteDescription(RTCSessionDescription(sdp=msg.sdp, type="answer"))
         except Exception as exc:  # noqa: BLE001 - aiortc raises many types on junk SDP

@@ -19,6 +19,9 @@ PEER_ID_BYTES = 16
 
 JOIN_CONTEXT = b"gossip-swarm/join/v1\x00"
 MANIFEST_CONTEXT = b"gossip-swarm/manifest/v1\x00"
+OFFER_CONTEXT = b"gossip-swarm/offer/v1\x00"
+ANSWER_CONTEXT = b"gossip-swarm/answer/v1\x00"
+LINK_NONCE_SIZE = 32
 
 
 def sha256(data: bytes) -> bytes:
@@ -69,3 +72,46 @@ def join_message(nonce: bytes, swarm_id: str) -> bytes:
 def manifest_message(manifest_bytes: bytes) -> bytes:
     """What a publisher signs: context || SHA-256(manifest bytes)."""
     return MANIFEST_CONTEXT + sha256(manifest_bytes)
+
+
+def publisher_fingerprint(public_key: bytes) -> str:
+    """What a pinned join link carries (``#pk=``): hex of SHA-256(publisher key)[0:16], as a peer id."""
+    return peer_id_of(public_key)
+
+
+def _link_fields(swarm_id: str, sender: str, receiver: str, nonce: bytes) -> bytes:
+    for name, value in (("swarm id", swarm_id), ("sender", sender), ("receiver", receiver)):
+        if len(value) != 32 or value.strip("0123456789abcdef"):
+            raise ValueError(f"{name} must be 32 lowercase hex characters, got {value!r}")
+    if len(nonce) != LINK_NONCE_SIZE:
+        raise ValueError(f"a link nonce is {LINK_NONCE_SIZE} bytes, got {len(nonce)}")
+    return (swarm_id + sender + receiver).encode("ascii") + nonce
+
+
+def _fingerprint_text(fingerprints: list[str]) -> bytes:
+    if not fingerprints or any("\n" in f for f in fingerprints):
+        raise ValueError("sign at least one canonical fingerprint (protocols.signaling.sdp_fingerprints)")
+    return "\n".join(fingerprints).encode("ascii")
+
+
+def offer_message(swarm_id: str, sender: str, receiver: str, nonce: bytes, fingerprints: list[str]) -> bytes:
+    """What an offerer signs: OFFER_CONTEXT || swarm id || sender id || receiver id (ASCII hex) || nonce
+    || the offer SDP's canonical DTLS fingerprints joined by newlines (ASCII).
+
+    Binds the DTLS certificate of the offerer's connection to its identity key, for one receiver
+    in one swarm: a server that swaps the SDP (its own certificate) cannot re-sign it.
+    """
+    return OFFER_CONTEXT + _link_fields(swarm_id, sender, receiver, nonce) + _fingerprint_text(fingerprints)
+
+
+def answer_message(
+    swarm_id: str, sender: str, receiver: str, nonce: bytes, offer_nonce: bytes, fingerprints: list[str]
+) -> bytes:
+    """What an answerer signs: ANSWER_CONTEXT || swarm id || sender id || receiver id || nonce
+    || the offer's nonce || the answer SDP's canonical fingerprints (as ``offer_message``).
+
+    The offer's nonce ties the answer to one offer, so an old answer cannot be replayed."""
+    if len(offer_nonce) != LINK_NONCE_SIZE:
+        raise ValueError(f"an offer nonce is {LINK_NONCE_SIZE} bytes, got {len(offer_nonce)}")
+    return (ANSWER_CONTEXT + _link_fields(swarm_id, sender, receiver, nonce) + offer_nonce
+            + _fingerprint_text(fingerprints))  # fmt: skip

@@ -15,6 +15,7 @@ as JSON numbers (exact: every float32 is a double). No file holds NaN or infinit
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,16 +27,22 @@ from . import PROTOCOL_VERSION
 from .chunking import split_frame
 from .codecs import CodecId, codec_for
 from .crypto import (
+    ANSWER_CONTEXT,
     JOIN_CONTEXT,
     MANIFEST_CONTEXT,
+    OFFER_CONTEXT,
+    answer_message,
     join_message,
     manifest_message,
+    offer_message,
     peer_id_of,
     private_key_from_seed,
     public_key_bytes,
+    publisher_fingerprint,
     sha256,
     sign,
 )
+from .errors import ProtocolError
 from .dataset import decode_shard, encode_shard
 from .frame import FrameKind, build_frame
 from .manifest import (
@@ -48,7 +55,7 @@ from .manifest import (
     envelope_json,
     sign_manifest,
 )
-from .signaling import Challenge, Join, dump, schema_text
+from .signaling import Answer, Challenge, Join, LinkAuth, Offer, dump, schema_text, sdp_fingerprints
 
 PACKAGE = Path(__file__).resolve().parent
 VECTORS_DIR = PACKAGE / "vectors"
@@ -350,6 +357,8 @@ def manifest_vectors() -> dict[str, Any]:
         "manifest_context": MANIFEST_CONTEXT.hex(),
         "publisher_seed": SEEDS["publisher"].hex(),
         "publisher_key": public_key_bytes(key).hex(),
+        "publisher_fingerprint": publisher_fingerprint(public_key_bytes(key)),
+        "pinned_join_url": f"https://swarm.example/s/{SWARM_ID.hex()}#pk={publisher_fingerprint(public_key_bytes(key))}",
         "manifest": signed.manifest,
         "manifest_sha256": sha256(text).hex(),
         "signed_message": manifest_message(text).hex(),
@@ -394,6 +403,110 @@ def join_vectors() -> dict[str, Any]:
         "challenge_json": dump(Challenge(nonce=nonce.hex())),
         "cases": cases,
     }
+
+
+# ---- link authentication ------------------------------------------------------------------
+
+
+def _fingerprint(algorithm: str, data: bytes) -> str:
+    digest = {"sha-256": hashlib.sha256, "sha-384": hashlib.sha384, "sha-512": hashlib.sha512}[algorithm](data)
+    return ":".join(f"{b:02X}" for b in digest.digest())
+
+
+_CERT = b"gossip-swarm test vector DTLS certificate"  # stands in for a DER certificate: only its digests matter
+_MITM_CERT = b"a man in the middle's certificate"
+_SHA256 = _fingerprint("sha-256", _CERT)
+
+
+def _aiortc_offer(cert: bytes) -> str:
+    """An offer as aiortc writes it: one data channel section, fingerprints of three algorithms."""
+    return (
+        "v=0\r\no=- 4005150920 4005150920 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n"
+        "a=msid-semantic:WMS *\r\nm=application 42190 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 127.0.0.1\r\n"
+        "a=mid:0\r\na=sctp-port:5000\r\na=max-message-size:262144\r\n"
+        "a=candidate:f957a2332b1715da3b0ef8ba684454eb 1 udp 2130706431 127.0.0.1 42190 typ host\r\n"
+        "a=end-of-candidates\r\na=ice-ufrag:L6no\r\na=ice-pwd:rp68QPBSMwiJoRM7e1QE1i\r\n"
+        + "".join(f"a=fingerprint:{a} {_fingerprint(a, cert)}\r\n" for a in ("sha-256", "sha-384", "sha-512"))
+        + "a=setup:actpass\r\n"
+    )
+
+
+_CHROMIUM_ANSWER = (
+    "v=0\r\no=- 6215430651937853871 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n"
+    "a=extmap-allow-mixed\r\na=msid-semantic: WMS\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n"
+    "c=IN IP4 0.0.0.0\r\na=ice-ufrag:7Qm/\r\na=ice-pwd:0yZ6UyM2lBzO0CgWkM+ZeS3d\r\na=ice-options:trickle\r\n"
+    f"a=fingerprint:sha-256 {_fingerprint('sha-256', b'chromium answer certificate')}\r\n"
+    "a=setup:active\r\na=mid:0\r\na=sctp-port:5000\r\na=max-message-size:262144\r\n"
+)
+
+_FINGERPRINT_CASES: list[tuple[str, str]] = [
+    ("aiortc_offer", _aiortc_offer(_CERT)),
+    ("chromium_answer", _CHROMIUM_ANSWER),
+    ("no_fingerprint", "v=0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=setup:actpass\r\n"),
+    # session and media level, letter case of algorithm and value, LF line ends: one canonical fingerprint
+    ("case_duplicates_and_lf", (f"v=0\na=fingerprint:SHA-256 {_SHA256.lower()}\nm=application 9 UDP/DTLS/SCTP x\n"
+                                f"a=fingerprint:sha-256 {_SHA256}\n")),
+    # any line that looks like the attribute counts: indented, upper-case name, tab separator, trailing blanks
+    ("attribute_case_and_blanks", (f"v=0\r\n \tA=FINGERPRINT:sha-384\t{_fingerprint('sha-384', _CERT)} \r\n"
+                                   f"a=fingerprint:sha-1 {_fingerprint('sha-256', _CERT)[:59]}\r\n")),
+    ("bare_cr", f"v=0\ra=fingerprint:sha-256 {_SHA256}\r\n"),
+    ("line_separator", f"v=0\r\na=ice-pwd:x\u2028a=fingerprint:sha-256 {_SHA256}\r\n"),
+    ("next_line", f"v=0\r\na=ice-pwd:x\x85a=fingerprint:sha-256 {_SHA256}\r\n"),
+    ("form_feed", f"v=0\r\na=ice-pwd:x\x0ca=fingerprint:sha-256 {_SHA256}\r\n"),
+    ("missing_value", "v=0\r\na=fingerprint:sha-256\r\n"),
+    ("odd_hex", "v=0\r\na=fingerprint:sha-256 AB:C\r\n"),
+    ("no_colons", "v=0\r\na=fingerprint:sha-256 ABCD\r\n"),
+    ("no_break_space", f"v=0\r\na=fingerprint:sha-256\u00a0{_SHA256}\r\n"),
+    ("three_fields", f"v=0\r\na=fingerprint:sha-256 {_SHA256} extra\r\n"),
+    ("seventeen", "v=0\r\n" + "".join(f"a=fingerprint:sha-256 {i:02X}:00\r\n" for i in range(17))),
+]  # fmt: skip
+
+
+def _fingerprint_case(name: str, sdp: str) -> dict[str, Any]:
+    try:
+        return {"name": name, "sdp": sdp, "fingerprints": sdp_fingerprints(sdp)}
+    except ProtocolError as exc:
+        return {"name": name, "sdp": sdp, "reason": exc.reason}
+
+
+def link_vectors() -> dict[str, Any]:
+    alice, bob = _key("alice"), _key("bob")
+    a_id, b_id = peer_id_of(public_key_bytes(alice)), peer_id_of(public_key_bytes(bob))
+    swarm = SWARM_ID.hex()
+    offer_nonce = sha256(b"gossip-swarm test vector offer nonce")
+    answer_nonce = sha256(b"gossip-swarm test vector answer nonce")
+    offer_sdp, answer_sdp = _aiortc_offer(_CERT), _CHROMIUM_ANSWER
+    offer_fps, answer_fps = sdp_fingerprints(offer_sdp), sdp_fingerprints(answer_sdp)
+    offer_msg = offer_message(swarm, a_id, b_id, offer_nonce, offer_fps)
+    answer_msg = answer_message(swarm, b_id, a_id, answer_nonce, offer_nonce, answer_fps)
+    offer_sig, answer_sig = sign(alice, offer_msg), sign(bob, answer_msg)
+    offer = Offer(to=b_id, sdp=offer_sdp, auth=LinkAuth(nonce=offer_nonce.hex(), signature=offer_sig.hex()))
+    answer = Answer(to=a_id, sdp=answer_sdp, auth=LinkAuth(nonce=answer_nonce.hex(), signature=answer_sig.hex()))
+    mitm_sdp = _aiortc_offer(_MITM_CERT)
+    return {
+        "description": (
+            "Link authentication. Canonical fingerprints of an SDP: every a=fingerprint line, '<algorithm "
+            "lowercase> <VALUE UPPERCASE>', unique, sorted (cases with `reason` must be refused). "
+            "offer message = OFFER_CONTEXT || swarm_id || sender || receiver (ASCII hex) || nonce || "
+            "join('\\n', fingerprints); answer message = ANSWER_CONTEXT || swarm_id || sender || receiver || "
+            "nonce || offer nonce || join('\\n', fingerprints). The offer's signature must not verify over "
+            "mitm_offer_sdp's fingerprints."
+        ),
+        "protocol_version": PROTOCOL_VERSION,
+        "offer_context": OFFER_CONTEXT.hex(),
+        "answer_context": ANSWER_CONTEXT.hex(),
+        "swarm_id": swarm,
+        "offerer": {"key": "alice", "seed": SEEDS["alice"].hex(), "public_key": public_key_bytes(alice).hex(), "peer_id": a_id},
+        "answerer": {"key": "bob", "seed": SEEDS["bob"].hex(), "public_key": public_key_bytes(bob).hex(), "peer_id": b_id},
+        "offer": {"sdp": offer_sdp, "fingerprints": offer_fps, "nonce": offer_nonce.hex(), "message": offer_msg.hex(),
+                  "signature": offer_sig.hex(), "offer_json": dump(offer)},
+        "answer": {"sdp": answer_sdp, "fingerprints": answer_fps, "nonce": answer_nonce.hex(),
+                   "offer_nonce": offer_nonce.hex(), "message": answer_msg.hex(), "signature": answer_sig.hex(),
+                   "answer_json": dump(answer)},
+        "mitm_offer_sdp": mitm_sdp,
+        "mitm_offer_message": offer_message(swarm, a_id, b_id, offer_nonce, sdp_fingerprints(mitm_sdp)).hex(),
+        "fingerprint_cases": [_fingerprint_case(name, sdp) for name, sdp in _FINGERPRINT_CASES],
+    }  # fmt: skip
 
 
 # ---- codecs -------------------------------------------------------------------------------
@@ -463,6 +576,7 @@ def build_vectors() -> dict[str, Any]:
         "chunks.json": chunks_vectors(),
         "manifest.json": manifest_vectors(),
         "join.json": join_vectors(),
+        "link.json": link_vectors(),
         "dataset.json": dataset_vectors(),
         "codecs.json": codecs_vectors(),
     }

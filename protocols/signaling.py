@@ -9,6 +9,7 @@ only entry points for bytes from the network.
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -137,14 +138,26 @@ class _Relayed(_Message):
     from_: str | None = Field(default=None, alias="from", pattern=PEER_ID)
 
 
+class LinkAuth(BaseModel):
+    """The sender's proof that the DTLS certificate in ``sdp`` is its own: Ed25519 by its identity
+    key over ``crypto.offer_message`` / ``crypto.answer_message`` (fingerprints, both peer ids,
+    the swarm id, this ``nonce`` and, in an answer, the offer's nonce)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    nonce: str = Field(pattern=r"^[0-9a-f]{64}$", description="32 random bytes, fresh per offer or answer")
+    signature: str = Field(pattern=HEX_SIG)
+
+
 class Offer(_Relayed):
     type: Literal["offer"] = "offer"
     sdp: str = Field(max_length=MAX_SDP)
+    auth: LinkAuth
 
 
 class Answer(_Relayed):
     type: Literal["answer"] = "answer"
     sdp: str = Field(max_length=MAX_SDP)
+    auth: LinkAuth
 
 
 class Candidate(_Relayed):
@@ -154,6 +167,43 @@ class Candidate(_Relayed):
     candidate: str | None = Field(max_length=1024)
     sdp_mid: str | None = Field(default=None, max_length=64)
     sdp_mline_index: int | None = Field(default=None, ge=0, le=64)
+
+
+# ---- DTLS fingerprints of an SDP (what link auth signs) -----------------------------------
+
+MAX_FINGERPRINTS = 16
+# every character some SDP parser could take as a line break, besides "\n" and a "\r" before it
+# (Python's str.splitlines breaks on all of these): refused, so every parser sees the same lines
+_ODD_BREAKS = re.compile("\r(?!\n)|[\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+# ASCII-only case folding, as JavaScript's /i: the same lines match in both languages
+_FINGERPRINT_ATTR = re.compile(r"^[ \t]*a=fingerprint:", re.IGNORECASE | re.ASCII)
+_FINGERPRINT = re.compile(r"^[ \t]*a=fingerprint:([a-z0-9-]{1,16})[ \t]+((?:[0-9a-f]{2}:){0,63}[0-9a-f]{2})[ \t]*$",
+                          re.IGNORECASE | re.ASCII)  # fmt: skip
+
+
+def sdp_fingerprints(sdp: str) -> list[str]:
+    """The DTLS certificate fingerprints an SDP declares, canonical: ``"<algorithm> <VALUE>"`` with
+    the algorithm lowercase and the value uppercase hex pairs, unique, sorted; [] when there are none.
+
+    Raises ``ProtocolError`` (reason ``bad_sdp``) for an SDP with ambiguous line breaks, a
+    fingerprint attribute that does not parse, or more than 16 fingerprints. Every line that
+    looks like a fingerprint attribute counts, at any level and in any letter case, so no SDP
+    parser can find a fingerprint here that the signature does not cover.
+    """
+    if _ODD_BREAKS.search(sdp):
+        raise ProtocolError("SDP line breaks must be \\r\\n or \\n", reason="bad_sdp")
+    found: set[str] = set()
+    for line in sdp.split("\n"):
+        line = line.removesuffix("\r")
+        if not _FINGERPRINT_ATTR.match(line):
+            continue
+        m = _FINGERPRINT.match(line)
+        if m is None:
+            raise ProtocolError(f"unparsable fingerprint attribute {line[:120]!r}", reason="bad_sdp")
+        found.add(f"{m.group(1).lower()} {m.group(2).upper()}")
+    if len(found) > MAX_FINGERPRINTS:
+        raise ProtocolError(f"{len(found)} fingerprints in one SDP (at most {MAX_FINGERPRINTS})", reason="bad_sdp")
+    return sorted(found)
 
 
 ClientMessage = Annotated[Join | Leave | Ping | Report | Offer | Answer | Candidate, Field(discriminator="type")]

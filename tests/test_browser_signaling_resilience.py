@@ -28,6 +28,7 @@ from protocols.manifest import sign_manifest
 from protocols.signaling import Answer, Candidate, Offer
 
 from browser import chromium
+from test_signaling_resilience import signed_offer
 from tiny_swarm import Publication, tiny_publication
 
 TIMEOUT = 30.0
@@ -129,7 +130,7 @@ async def test_junk_signaling_and_an_offer_flood_leave_the_tab_registered_and_li
                 return await page.evaluate(REJECTS)  # type: ignore[no-any-return]
 
             # 1. the review's two messages: junk SDP, then a malformed candidate
-            await attacker._send(Offer(to=victim, sdp="junk"))
+            await attacker._send(signed_offer(attacker, victim, "junk"))
             await attacker._send(Candidate(to=victim, candidate="candidate:garbage", sdp_mid="0"))
             # 2. a real offer, then malformed candidates for the link the tab now holds
             link = await attacker.connect_to(attacker.known[victim])
@@ -145,7 +146,7 @@ async def test_junk_signaling_and_an_offer_flood_leave_the_tab_registered_and_li
             # 3. a flood of offers, a third of them real, paced under the server's 200 messages/s per connection
             flood = ["junk", "v=0\r\n", real_sdp]
             for i in range(1000):
-                await attacker._send(Offer(to=victim, sdp=flood[i % 3]))
+                await attacker._send(signed_offer(attacker, victim, flood[i % 3]))  # a member signs what it sends
                 if i % 50 == 49:
                     await asyncio.sleep(0.3)
 

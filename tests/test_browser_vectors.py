@@ -111,7 +111,11 @@ async def test_every_vector_passes_in_the_browser(page: Page) -> None:
         + [f"frames/{v['name']}/{part}" for v in VECTORS["frames"]["frames"] for part in ("rebuild", "fields", "decoded")]
         + [f"chunks/{c['name']}/{part}" for c in VECTORS["chunks"]["cases"] for part in ("split", "reassemble")]
         + [f"join/{c['key']}/signature" for c in VECTORS["join"]["cases"]]
-        + ["manifest/signed_message", "manifest/sign", "manifest/verify", "identity/indexeddb/persists"]
+        + [f"link/fingerprints/{c['name']}" for c in VECTORS["link"]["fingerprint_cases"]]
+        + ["link/offer/message", "link/offer/sign", "link/offer/mitm_refused", "link/answer/message",
+           "link/answer/sign", "link/answer/other_offer_refused", "link/offer_json", "link/answer_json"]
+        + ["manifest/signed_message", "manifest/sign", "manifest/verify", "manifest/publisher_fingerprint",
+           "manifest/pin_from_link", "manifest/bad_pin_refused", "identity/indexeddb/persists"]
     )
     assert not [n for n in expected if n not in names], "vectors the page did not check"
     assert len(results) > 300

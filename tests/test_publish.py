@@ -18,6 +18,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from apps.procs import spawn_peer
 from apps.publish import DataOptions, build_publication
+from peer.identity import load_or_create
+from protocols.crypto import public_key_bytes, publisher_fingerprint
 from protocols.dataset import decode_shard
 from protocols.manifest import parse_envelope
 
@@ -47,7 +49,9 @@ async def test_each_model_source_publishes_and_trains(kind: str, server: str, tm
     assert code == 0, err
     lines = dict(line.split(":", 1) for line in out.strip().splitlines())
     swarm_id, join_url = lines["swarm id"].strip(), lines["join link"].strip()
-    assert join_url == f"{server}/s/{swarm_id}"
+    publisher = publisher_fingerprint(public_key_bytes(load_or_create(tmp_path / "pub.key")))
+    assert lines["publisher"].split()[0] == publisher
+    assert join_url == f"{server}/s/{swarm_id}#pk={publisher}"  # pinned: the peer below refuses any other publisher
 
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{server}/api/swarms/{swarm_id}") as resp:

@@ -19,6 +19,7 @@ from protocols.signaling import (
     IceServer,
     Join,
     Leave,
+    LinkAuth,
     Offer,
     PeerInfo,
     PeerJoined,
@@ -36,14 +37,16 @@ from protocols.signaling import (
 A, B = "a" * 32, "b" * 32
 KEY, SIG = "c" * 64, "d" * 128
 PEER = PeerInfo(peer_id=A, public_key=KEY, client="browser")
+AUTH = LinkAuth(nonce="f" * 64, signature=SIG)
+WIRE_AUTH = {"nonce": "f" * 64, "signature": SIG}
 
 CLIENT: list[BaseModel] = [
     Join(swarm_id=B, public_key=KEY, signature=SIG, client="browser"),
     Leave(),
     Ping(),
     Report(step=120, test_acc=0.91, accepted_from={A: 3}),
-    Offer(to=B, sdp="v=0\r\n"),
-    Answer(to=B, sdp="v=0\r\n"),
+    Offer(to=B, sdp="v=0\r\n", auth=AUTH),
+    Answer(to=B, sdp="v=0\r\n", auth=AUTH),
     Candidate(to=B, candidate="candidate:1 1 udp 2130706431 10.0.0.1 5000 typ host", sdp_mid="0", sdp_mline_index=0),
     Candidate(to=B, candidate=None),
 ]
@@ -55,8 +58,8 @@ SERVER: list[BaseModel] = [
     PeerLeft(peer_id=A),
     Error(code=ErrorCode.BAD_PROOF, message="no"),
     Pong(),
-    Offer(to=B, sdp="v=0\r\n", **{"from": A}),
-    Answer(to=B, sdp="v=0\r\n", **{"from": A}),
+    Offer(to=B, sdp="v=0\r\n", auth=AUTH, **{"from": A}),
+    Answer(to=B, sdp="v=0\r\n", auth=AUTH, **{"from": A}),
     Candidate(to=B, candidate=None, **{"from": A}),
 ]
 
@@ -75,12 +78,23 @@ def test_server_messages_round_trip(message: BaseModel) -> None:
 
 
 def test_relayed_messages_use_the_from_alias_on_the_wire() -> None:
-    relayed = Offer(to=B, sdp="x").model_copy(update={"from_": A})
+    relayed = Offer(to=B, sdp="x", auth=AUTH).model_copy(update={"from_": A})
     wire = json.loads(dump(relayed))
-    assert wire["from"] == A and "from_" not in wire
-    parsed = parse_server_message(json.dumps({"v": 1, "type": "offer", "to": B, "from": A, "sdp": "x"}))
-    assert isinstance(parsed, Offer) and parsed.from_ == A
-    assert json.loads(dump(Offer(to=B, sdp="x")))["from"] is None  # clients leave it to the server
+    assert wire["from"] == A and "from_" not in wire and wire["auth"] == WIRE_AUTH
+    parsed = parse_server_message(json.dumps({"v": 1, "type": "offer", "to": B, "from": A, "sdp": "x", "auth": WIRE_AUTH}))
+    assert isinstance(parsed, Offer) and parsed.from_ == A and parsed.auth == AUTH
+    assert json.loads(dump(Offer(to=B, sdp="x", auth=AUTH)))["from"] is None  # clients leave it to the server
+
+
+@pytest.mark.parametrize("kind", ["offer", "answer"])
+@pytest.mark.parametrize("auth", [None, {"nonce": "f" * 64}, {"nonce": "f" * 62, "signature": SIG},
+                                  {"nonce": "F" * 64, "signature": SIG}, {**WIRE_AUTH, "key": KEY}])  # fmt: skip
+def test_offers_and_answers_carry_a_well_formed_link_auth(kind: str, auth: dict | None) -> None:
+    message = {"v": 1, "type": kind, "to": B, "sdp": "x"} | ({} if auth is None else {"auth": auth})
+    for parse in (parse_client_message, parse_server_message):
+        with pytest.raises(ProtocolError, match="auth") as info:
+            parse(json.dumps(message))
+        assert info.value.reason == "malformed"
 
 
 def test_a_null_candidate_means_end_of_candidates_but_must_be_present() -> None:
@@ -94,7 +108,7 @@ def test_a_null_candidate_means_end_of_candidates_but_must_be_present() -> None:
     "payload",
     [
         {"v": 1, "type": "ping", "extra": True},
-        {"v": 1, "type": "offer", "to": B, "sdp": "x", "ttl": 3},
+        {"v": 1, "type": "offer", "to": B, "sdp": "x", "auth": WIRE_AUTH, "ttl": 3},
         {"v": 1, "type": "join", "swarm_id": B, "public_key": KEY, "signature": SIG, "admin": True},
     ],
 )
@@ -111,7 +125,7 @@ def test_extra_fields_are_rejected(payload: dict) -> None:
         {"v": 1, "type": "welcome", "peer_id": A, "swarm_id": B, "peers": [], "shard": 0},  # server-only type
         {"v": 1, "type": "dance"},
         {"v": 1},
-        {"v": 1, "type": "offer", "to": A.upper(), "sdp": "x"},  # peer ids are lowercase hex
+        {"v": 1, "type": "offer", "to": A.upper(), "sdp": "x", "auth": WIRE_AUTH},  # peer ids are lowercase hex
         {"v": 1, "type": "join", "swarm_id": B, "public_key": KEY, "signature": SIG[:-2]},
         {"v": 1, "type": "join", "swarm_id": B, "public_key": KEY, "signature": SIG, "client": "curl"},
         {"v": 1, "type": "candidate", "to": B, "candidate": None, "sdp_mline_index": -1},
@@ -128,7 +142,7 @@ def test_oversize_messages_are_rejected_before_parsing() -> None:
         parse_client_message(huge)
     assert info.value.reason == "too_large"
     with pytest.raises(ProtocolError, match="sdp"):  # a field above its own bound, inside the message limit
-        parse_client_message(json.dumps({"v": 1, "type": "offer", "to": B, "sdp": "x" * (MAX_SDP + 1)}))
+        parse_client_message(json.dumps({"v": 1, "type": "offer", "to": B, "sdp": "x" * (MAX_SDP + 1), "auth": WIRE_AUTH}))
 
 
 @pytest.mark.parametrize("text", [b"", b"{", b"not json", b"\xff\xfe{}", b"[]", b"null", b'{"v": 1, "type": "ping"} x'])

@@ -10,6 +10,7 @@ the rest, stays registered, and still links with an honest newcomer.
 from __future__ import annotations
 
 import asyncio
+import secrets
 from pathlib import Path
 
 import pytest
@@ -17,13 +18,22 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from peer.link import LinkState, PeerLink
 from peer.mesh import OFFER_BURST, Mesh, MeshConfig
-from protocols.signaling import Answer, Candidate, Offer
+from protocols.crypto import offer_message, sign
+from protocols.signaling import Answer, Candidate, LinkAuth, Offer, sdp_fingerprints
 
 from test_mesh_link import MAX_FRAME, TIMEOUT, eventually, swarm_url  # noqa: F401  (swarm_url is a fixture)
 
 
 async def _ignore(link: PeerLink, data: bytes) -> None:
     return None
+
+
+def signed_offer(sender: Mesh, to: str, sdp: str) -> Offer:
+    """An offer ``sender`` signs as the protocol asks (a member can sign junk), so what refuses it is the SDP."""
+    nonce = secrets.token_bytes(32)
+    fingerprints = sdp_fingerprints(sdp) or ["sha-256 00"]  # junk has none; the receiver refuses it before verifying
+    signature = sign(sender.key, offer_message(sender.swarm_id, sender.peer_id, to, nonce, fingerprints))
+    return Offer(to=to, sdp=sdp, auth=LinkAuth(nonce=nonce.hex(), signature=signature.hex()))
 
 
 async def _joined(ws_url: str, swarm_id: str, **config: object) -> Mesh:
@@ -60,7 +70,7 @@ async def test_junk_offers_and_candidates_and_a_flood_leave_the_peer_registered_
         attacker._dispatch = count  # type: ignore[method-assign]
 
         # 1. the review's two messages: junk SDP (aiortc parses it as an offer with no sections), a malformed candidate
-        await attacker._send(Offer(to=victim.peer_id, sdp="junk"))
+        await attacker._send(signed_offer(attacker, victim.peer_id, "junk"))
         await attacker._send(Candidate(to=victim.peer_id, candidate="candidate:garbage", sdp_mid="0"))
         # 2. the same candidate after a real offer, when the victim holds a link the candidate would go to
         await attacker.connect_to(attacker.known[victim.peer_id])
@@ -71,7 +81,7 @@ async def test_junk_offers_and_candidates_and_a_flood_leave_the_peer_registered_
         assert victim.stats.signal_rejects.get("bad_sdp", 0) == 1  # the junk offer got no answer
         # 3. a flood of offers, paced under the server's own per-connection limit so all of them reach the victim
         for i in range(1000):
-            await attacker._send(Offer(to=victim.peer_id, sdp="junk" if i % 2 else "v=0\r\n"))
+            await attacker._send(signed_offer(attacker, victim.peer_id, "junk" if i % 2 else "v=0\r\n"))
             if i % 50 == 49:
                 await asyncio.sleep(0.3)
         await eventually(lambda: sum(victim.stats.signal_rejects.values()) >= 1000, TIMEOUT, "every offer was seen")

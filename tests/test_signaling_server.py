@@ -30,6 +30,7 @@ from protocols.signaling import (
     Error,
     Join,
     Leave,
+    LinkAuth,
     Offer,
     PeerInfo,
     PeerJoined,
@@ -46,6 +47,7 @@ from tiny_swarm import Publication, publish_form, tiny_publication
 
 TIMEOUT = 5.0
 SDP = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
+AUTH = LinkAuth(nonce="0f" * 32, signature="5a" * 64)  # the server relays link auth; peers verify it
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -470,12 +472,12 @@ async def test_relay_reaches_only_the_addressed_peer_with_from_set_by_the_server
     for earlier in (a, b):
         await earlier.expect(PeerJoined)
 
-    await a.send(Offer(to=b.peer_id, sdp=SDP))
+    await a.send(Offer(to=b.peer_id, sdp=SDP, auth=AUTH))
     offer = await b.expect(Offer)
-    assert (offer.from_, offer.to, offer.sdp) == (a.peer_id, b.peer_id, SDP)
+    assert (offer.from_, offer.to, offer.sdp, offer.auth) == (a.peer_id, b.peer_id, SDP, AUTH)
     assert json.loads(dump(offer))["from"] == a.peer_id
 
-    await b.send(Answer(to=a.peer_id, sdp=SDP + "a=answer\r\n"))
+    await b.send(Answer(to=a.peer_id, sdp=SDP + "a=answer\r\n", auth=AUTH))
     answer = await a.expect(Answer)
     assert (answer.from_, answer.sdp) == (b.peer_id, SDP + "a=answer\r\n")
 
@@ -489,10 +491,11 @@ async def test_relay_reaches_only_the_addressed_peer_with_from_set_by_the_server
     assert end.candidate is None and end.from_ == a.peer_id
 
     # a client cannot speak for another peer: its `from` is overwritten
-    await c.send(Offer.model_validate({"to": b.peer_id, "from": a.peer_id, "sdp": SDP}))
+    await c.send(Offer.model_validate({"to": b.peer_id, "from": a.peer_id, "sdp": SDP, "auth": AUTH}))
     spoofed = await b.expect(Offer)
     assert spoofed.from_ == c.peer_id
-    await c.send(json.dumps({"v": 1, "type": "answer", "to": b.peer_id, "from": a.peer_id, "sdp": SDP}))
+    await c.send(json.dumps({"v": 1, "type": "answer", "to": b.peer_id, "from": a.peer_id, "sdp": SDP,
+                             "auth": AUTH.model_dump()}))  # fmt: skip
     assert (await b.expect(Answer)).from_ == c.peer_id
 
     for client in (a, b, c):  # nothing went anywhere else
@@ -503,12 +506,12 @@ async def test_relay_to_unknown_or_foreign_peer_is_an_error(
     http: aiohttp.ClientSession, swarm: Publication, server: Server, publisher: Ed25519PrivateKey
 ) -> None:
     a, _ = await join(http, server, swarm.swarm_id)
-    await a.send(Offer(to=secrets.token_hex(16), sdp=SDP))
+    await a.send(Offer(to=secrets.token_hex(16), sdp=SDP, auth=AUTH))
     await a.expect_error("unknown_peer")
     other = tiny_publication(publisher, seed=2)
     await publish(http, server, other)
     stranger, _ = await join(http, server, other.swarm_id)
-    await a.send(Offer(to=stranger.peer_id, sdp=SDP))  # swarms are isolated
+    await a.send(Offer(to=stranger.peer_id, sdp=SDP, auth=AUTH))  # swarms are isolated
     await a.expect_error("unknown_peer")
     await stranger.quiet()
 
@@ -518,7 +521,7 @@ async def test_relay_before_join_is_refused_and_the_join_still_works(
 ) -> None:
     a, _ = await join(http, server, swarm.swarm_id)
     early, challenge = await connect(http, server)
-    await early.send(Offer(to=a.peer_id, sdp=SDP))
+    await early.send(Offer(to=a.peer_id, sdp=SDP, auth=AUTH))
     await early.expect_error("not_joined")
     await early.send(Leave())
     await early.expect_error("not_joined")
@@ -541,7 +544,7 @@ async def test_leave_and_disconnect_announce_peer_left(http: aiohttp.ClientSessi
         assert (await other.expect(PeerLeft)).peer_id == c.peer_id
     await b.ws.close()  # no leave message: the server notices the closed socket
     assert (await a.expect(PeerLeft)).peer_id == b.peer_id
-    await a.send(Offer(to=b.peer_id, sdp=SDP))
+    await a.send(Offer(to=b.peer_id, sdp=SDP, auth=AUTH))
     await a.expect_error("unknown_peer")
     assert (await get_json(http, f"{server.base}/health"))[1]["peers"] == 1
 
@@ -554,7 +557,7 @@ async def test_same_key_reconnecting_replaces_the_old_socket(http: aiohttp.Clien
     assert closed.extra == "replaced by a new connection", closed
     assert (await b.expect(PeerJoined)).peer.peer_id == a.peer_id
     await b.quiet()  # the stale socket's end was not announced as a departure
-    await b.send(Offer(to=a.peer_id, sdp=SDP))
+    await b.send(Offer(to=a.peer_id, sdp=SDP, auth=AUTH))
     assert (await a2.expect(Offer)).from_ == b.peer_id
     assert (await get_json(http, f"{server.base}/health"))[1]["peers"] == 2
 
@@ -609,9 +612,9 @@ async def test_malformed_messages_get_errors_and_service_goes_on(
     await early.expect_error("malformed")
     await a.send(bad)  # after joining
     await a.expect_error("malformed")
-    await a.send(Offer(to=b.peer_id, sdp=SDP))
+    await a.send(Offer(to=b.peer_id, sdp=SDP, auth=AUTH))
     assert (await b.expect(Offer)).from_ == a.peer_id
-    await b.send(Answer(to=a.peer_id, sdp=SDP))
+    await b.send(Answer(to=a.peer_id, sdp=SDP, auth=AUTH))
     assert (await a.expect(Answer)).from_ == b.peer_id
     await early.quiet()
 
@@ -621,7 +624,7 @@ async def test_oversized_messages_get_errors_and_service_goes_on(http: aiohttp.C
     pub = tiny_publication(publisher)
     await publish(http, server, pub)
     a, b = await join_pair(http, server, pub.swarm_id)
-    big = Offer(to=b.peer_id, sdp="a=x" * 400)  # valid, but 1.6 kB of JSON
+    big = Offer(to=b.peer_id, sdp="a=x" * 400, auth=AUTH)  # valid, but 1.6 kB of JSON
     assert len(dump(big)) > 1024
     await a.send(big)
     await a.expect_error("too_large")
@@ -629,7 +632,7 @@ async def test_oversized_messages_get_errors_and_service_goes_on(http: aiohttp.C
     early, _ = await connect(http, server)
     await early.send(big)
     await early.expect_error("too_large")
-    await a.send(Offer(to=b.peer_id, sdp=SDP))  # the sender itself keeps working
+    await a.send(Offer(to=b.peer_id, sdp=SDP, auth=AUTH))  # the sender itself keeps working
     assert (await b.expect(Offer)).from_ == a.peer_id
     # beyond max_frame_bytes aiohttp closes that one socket (1009); the others carry on
     await b.send("x" * 10_000)
@@ -638,7 +641,7 @@ async def test_oversized_messages_get_errors_and_service_goes_on(http: aiohttp.C
     assert (await a.expect(PeerLeft)).peer_id == b.peer_id
     c, _ = await join(http, server, pub.swarm_id)
     await a.expect(PeerJoined)
-    await c.send(Offer(to=a.peer_id, sdp=SDP))
+    await c.send(Offer(to=a.peer_id, sdp=SDP, auth=AUTH))
     assert (await a.expect(Offer)).from_ == c.peer_id
 
 
@@ -652,7 +655,7 @@ async def test_rate_limit(http: aiohttp.ClientSession, start: StartServer, publi
     replies = [await a.recv() for _ in range(5)]
     assert [type(r).__name__ for r in replies] == ["Pong", "Pong", "Pong", "Error", "Error"]
     assert all(r.code == "rate_limited" for r in replies[3:])
-    await a.send(Offer(to=b.peer_id, sdp=SDP))  # still limited: not relayed
+    await a.send(Offer(to=b.peer_id, sdp=SDP, auth=AUTH))  # still limited: not relayed
     await a.expect_error("rate_limited")
     await b.quiet()  # another connection has its own bucket
 

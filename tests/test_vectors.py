@@ -16,19 +16,30 @@ import pytest
 from protocols.chunking import Reassembler, split_frame
 from protocols.codecs import codec_for
 from protocols.crypto import (
+    ANSWER_CONTEXT,
     JOIN_CONTEXT,
     MANIFEST_CONTEXT,
+    OFFER_CONTEXT,
     peer_id_of,
     private_key_from_seed,
     public_key_bytes,
     sha256,
     verify,
 )
+from protocols.errors import ProtocolError, SignatureError
 from protocols.dataset import decode_shard, encode_shard
 from protocols.frame import FrameKind, build_frame, decode_frame
 from protocols.make_vectors import SCHEMA_PATH, VECTORS_DIR, expected_files
 from protocols.manifest import parse_envelope
-from protocols.signaling import Join, parse_client_message, parse_server_message, schema_text
+from protocols.signaling import (
+    Answer,
+    Join,
+    Offer,
+    parse_client_message,
+    parse_server_message,
+    schema_text,
+    sdp_fingerprints,
+)
 
 REGENERATE = "regenerate with `python -m protocols.make_vectors` and commit the result"
 
@@ -156,6 +167,8 @@ def test_manifest_envelope_verifies_and_names_its_model() -> None:
     blobs = {d: bytes.fromhex(b) for d, b in data["blobs"].items()}
     for ref in manifest.blobs():
         assert sha256(blobs[ref.digest]).hex() == ref.digest and len(blobs[ref.digest]) == ref.size
+    assert data["publisher_fingerprint"] == sha256(seed_key)[:16].hex()
+    assert data["pinned_join_url"].endswith(f"/s/{manifest.swarm_id}#pk={data['publisher_fingerprint']}")
     weights = blobs[manifest.model.initial_weights.digest]
     assert weights == b"".join(t.astype("<f4").tobytes() for t in _tensors(data["initial_weights"]))
     assert [w.name for w in manifest.model.weights] == [t["name"] for t in data["initial_weights"]]
@@ -175,6 +188,49 @@ def test_join_proof_verifies() -> None:
         join = parse_client_message(case["join_json"])
         assert isinstance(join, Join)
         assert (join.public_key, join.signature, join.swarm_id) == (case["public_key"], case["signature"], swarm_id)
+
+
+LINK = _load("link.json")
+
+
+@pytest.mark.parametrize("case", LINK["fingerprint_cases"], ids=lambda c: c["name"])
+def test_sdp_fingerprints_are_canonical_or_refused(case: dict[str, Any]) -> None:
+    if "reason" in case:
+        with pytest.raises(ProtocolError) as exc:
+            sdp_fingerprints(case["sdp"])
+        assert exc.value.reason == case["reason"] == "bad_sdp"
+    else:
+        assert sdp_fingerprints(case["sdp"]) == case["fingerprints"]
+
+
+def test_link_offer_and_answer_signatures_verify_from_their_inputs() -> None:
+    swarm, offerer, answerer = LINK["swarm_id"], LINK["offerer"], LINK["answerer"]
+    assert bytes.fromhex(LINK["offer_context"]) == OFFER_CONTEXT and bytes.fromhex(LINK["answer_context"]) == ANSWER_CONTEXT
+    keys = {}
+    for who in (offerer, answerer):
+        pub = public_key_bytes(private_key_from_seed(bytes.fromhex(who["seed"])))
+        assert pub.hex() == who["public_key"] and peer_id_of(pub) == who["peer_id"]
+        keys[who["peer_id"]] = pub
+    o, a = LINK["offer"], LINK["answer"]
+    ids = (swarm + offerer["peer_id"] + answerer["peer_id"]).encode("ascii")
+    assert sdp_fingerprints(o["sdp"]) == o["fingerprints"] and len(o["fingerprints"]) == 3
+    assert bytes.fromhex(o["message"]) == OFFER_CONTEXT + ids + bytes.fromhex(o["nonce"]) + "\n".join(o["fingerprints"]).encode()
+    verify(keys[offerer["peer_id"]], bytes.fromhex(o["signature"]), bytes.fromhex(o["message"]))
+    back = (swarm + answerer["peer_id"] + offerer["peer_id"]).encode("ascii")
+    assert bytes.fromhex(a["message"]) == (ANSWER_CONTEXT + back + bytes.fromhex(a["nonce"]) + bytes.fromhex(o["nonce"])
+                                           + "\n".join(a["fingerprints"]).encode())  # fmt: skip
+    assert a["offer_nonce"] == o["nonce"]
+    verify(keys[answerer["peer_id"]], bytes.fromhex(a["signature"]), bytes.fromhex(a["message"]))
+    offer, answer = parse_client_message(o["offer_json"]), parse_client_message(a["answer_json"])
+    assert isinstance(offer, Offer) and isinstance(answer, Answer)
+    assert (offer.sdp, offer.auth.nonce, offer.auth.signature) == (o["sdp"], o["nonce"], o["signature"])
+    assert (answer.sdp, answer.auth.nonce, answer.auth.signature) == (a["sdp"], a["nonce"], a["signature"])
+    # a man in the middle's SDP: the offerer's signature does not cover its fingerprints
+    mitm = bytes.fromhex(LINK["mitm_offer_message"])
+    assert mitm.startswith(OFFER_CONTEXT + ids + bytes.fromhex(o["nonce"])) and mitm != bytes.fromhex(o["message"])
+    assert sdp_fingerprints(LINK["mitm_offer_sdp"]) != o["fingerprints"]
+    with pytest.raises(SignatureError):
+        verify(keys[offerer["peer_id"]], bytes.fromhex(o["signature"]), mitm)
 
 
 @pytest.mark.parametrize("shard", _load("dataset.json")["shards"], ids=lambda s: s["name"])

@@ -4,6 +4,7 @@
 // (stats, links), which is also where tests read them.
 /* global Chart */
 import { parseCsv } from "./dataset.js";
+import { pinPublisher, publisherPinFromHash } from "./manifest.js";
 import { BrowserPeer } from "./peer.js";
 
 const $ = (id) => document.getElementById(id);
@@ -141,10 +142,21 @@ async function main() {
     $("status").textContent = "no swarm id in the link: open /s/<swarm id>";
     return;
   }
+  // a pinned join link (#pk=<publisher fingerprint>; the fragment never reaches the server): only
+  // a manifest signed by that publisher is accepted. Without it, the key the server presents is trusted.
+  let pin;
+  try {
+    pin = publisherPinFromHash(location.hash);
+  } catch (err) {
+    $("status").textContent = `error: ${err.message}`;
+    return;
+  }
+  pinPublisher(pin);
   const seed = params.has("seed") ? Number(params.get("seed")) : undefined;
   const peer = new BrowserPeer({ server: location.origin, swarmId, backend: params.get("backend"), seed,
                                  ephemeralKey: params.get("key") === "ephemeral" });
   window.swarmPeer = peer;
+  if (pin) peer.log(`the join link pins publisher ${pin}`);
   const charts = { acc: lineChart($("acc-chart"), "test accuracy", "#2fbf71", 1), loss: lineChart($("loss-chart"), "training loss", "#3b82f6") };
   $("backend-select").value = params.get("backend") || "";
   $("backend-select").onchange = (e) => { params.set("backend", e.target.value); if (!e.target.value) params.delete("backend"); location.search = params; };

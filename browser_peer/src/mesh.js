@@ -5,8 +5,15 @@
 // No message another peer can relay ends the session: each one is handled on its own, and a
 // failure is refused and counted by reason and sender; offers are answered only when we would
 // link, and at most OFFER_RATE a second per sender, so a flood of offers is never amplified.
+// The server is not trusted with identities: a peer id must hash to its announced key, and every
+// offer and answer is signed over its SDP's DTLS fingerprints (protocol/crypto.js offerMessage,
+// answerMessage) and verified against that key before the SDP is used. RTCPeerConnection itself
+// refuses a DTLS certificate that does not match the SDP's fingerprint, which completes the binding.
 import { bytesToHex, hexToBytes } from "./protocol/bytes.js";
-import { joinMessage, peerIdOf, sign } from "./protocol/crypto.js";
+import {
+  LINK_NONCE_SIZE, answerMessage, joinMessage, offerMessage, peerIdOf, sign, verify,
+} from "./protocol/crypto.js";
+import { sdpFingerprints } from "./protocol/signaling.js";
 import { LinkState, PeerLink } from "./link.js";
 import { TokenBucket } from "./ratelimit.js";
 
@@ -16,6 +23,7 @@ export const OFFER_RATE = 0.2; // offers per second a remote peer may send us, s
 export const OFFER_BURST = 3;
 export const MAX_SIGNAL_SENDERS = 4096; // per-sender counters and offer buckets kept
 const MAX_PENDING_CANDIDATES = 64; // per link, until its remote description is set
+export const MAX_OFFER_NONCES = 4096; // nonces of verified offers remembered, so a replayed offer is refused
 const RECONNECT_MIN_DELAY_MS = 500;
 
 export const defaultMeshConfig = () => ({
@@ -64,7 +72,8 @@ export class Mesh {
     this.stats = {
       chunkRejects: {}, signalingErrors: [],
       // relayed messages refused, by reason (bad_sdp, bad_candidate, offer_rate, not_linking,
-      // already_linked, unexpected_answer) and by sender (oldest senders dropped past MAX_SIGNAL_SENDERS)
+      // already_linked, unexpected_answer; link authentication: wrong_key, bad_link_auth,
+      // replayed_offer) and by sender (oldest senders dropped past MAX_SIGNAL_SENDERS)
       signalRejects: {}, signalRejectsBySender: new Map(),
       sessions: 0, // signaling sessions opened (reconnects = sessions - 1)
     };
@@ -72,6 +81,8 @@ export class Mesh {
     this._reconnectDelay = RECONNECT_MIN_DELAY_MS;
     this._retryAt = new Map();
     this._offerBuckets = new Map(); // sender -> TokenBucket
+    this._offerNonces = new Map(); // hex nonces of verified offers (insertion order: oldest first)
+    this._offerNonceOf = new WeakMap(); // link -> the nonce of the offer we sent on it (the answer signs it)
     this._warned = new Set(); // reasons already logged: a flood logs once, not per message
     this.banned = new Map(); // peer id -> until (performance.now())
     this._closing = false;
@@ -231,8 +242,11 @@ export class Mesh {
                      signature: bytesToHex(signature), client: "browser" });
         break;
       }
-      case "welcome":
-        this.known = new Map(msg.peers.filter((p) => p.peer_id !== this.peerId).map((p) => [p.peer_id, p]));
+      case "welcome": {
+        if (msg.peer_id !== this.peerId) this._reject("server", "wrong_peer_id", `welcomed as ${String(msg.peer_id).slice(0, 8)}`);
+        const peers = Array.isArray(msg.peers) ? msg.peers.filter((p) => p?.peer_id !== this.peerId) : [];
+        const admitted = await Promise.all(peers.map((p) => this._keyMatches(p)));
+        this.known = new Map(peers.filter((_, i) => admitted[i]).map((p) => [p.peer_id, p]));
         // every welcome, not only the first: TURN credentials are per peer and expire, and a
         // reconnect brings fresh ones
         this.iceServers = this.config.iceServers ?? iceServersFrom(msg.ice_servers);
@@ -240,8 +254,9 @@ export class Mesh {
         this.onEvent("signaling", { connected: true });
         if (this._welcome) { this._welcome.resolve(msg); this._welcome = null; }
         break;
+      }
       case "peer_joined":
-        this.known.set(msg.peer.peer_id, msg.peer);
+        if (msg.peer?.peer_id !== this.peerId && await this._keyMatches(msg.peer)) this.known.set(msg.peer.peer_id, msg.peer);
         break;
       case "peer_left": {
         this.known.delete(msg.peer_id);
@@ -264,6 +279,56 @@ export class Mesh {
         break;
       default: break; // pong and anything newer
     }
+  }
+
+  /**
+   * Whether a PeerInfo's peer id is the hash of its public key; a server that announces another
+   * key for a peer id (to have us credit its frames to that peer) is refused and counted here.
+   */
+  async _keyMatches(info) {
+    try {
+      if (await peerIdOf(hexToBytes(info.public_key)) === info.peer_id) return true;
+    } catch { /* not a key at all: refused below */ }
+    this._reject(typeof info?.peer_id === "string" ? info.peer_id : "server", "wrong_key",
+                 "its announced key does not hash to its id (a server rewriting keys?)");
+    return false;
+  }
+
+  // ---- link authentication -----------------------------------------------------------
+  async _linkAuth(message, nonce) {
+    return { nonce: bytesToHex(nonce), signature: bytesToHex(await sign(this.identity.privateKey, message)) };
+  }
+
+  /**
+   * The fingerprints of `sdp` if `info`'s key signed them (`message(fingerprints)` gives the
+   * signed bytes); else null, refused and counted (bad_sdp, bad_link_auth).
+   */
+  async _verifiedFingerprints(sender, info, sdp, auth, message) {
+    let fingerprints;
+    try {
+      fingerprints = sdpFingerprints(sdp);
+    } catch (err) {
+      this._reject(sender, "bad_sdp", err.message);
+      return null;
+    }
+    if (!fingerprints.length) { this._reject(sender, "bad_sdp", "the SDP declares no DTLS fingerprint"); return null; }
+    let ok = false;
+    try {
+      ok = await verify(hexToBytes(info.public_key), hexToBytes(auth.signature), message(fingerprints));
+    } catch { /* a malformed auth field: refused below */ }
+    if (!ok) {
+      this._reject(sender, "bad_link_auth", "the signature does not cover this SDP's DTLS fingerprints (a server rewriting SDPs?)");
+      return null;
+    }
+    return fingerprints;
+  }
+
+  /** Remember a verified offer's nonce; false if it was seen before (a replayed offer). */
+  _freshOfferNonce(nonceHex) {
+    if (this._offerNonces.has(nonceHex)) return false;
+    this._offerNonces.set(nonceHex, true);
+    trimOldest(this._offerNonces, MAX_OFFER_NONCES);
+    return true;
   }
 
   // ---- connections -------------------------------------------------------------------
@@ -306,7 +371,11 @@ export class Mesh {
     const link = this._newLink(info);
     link.attach(link.pc.createDataChannel("gossip", { ordered: true }));
     await link.pc.setLocalDescription(await link.pc.createOffer());
-    this._send({ type: "offer", to: info.peer_id, sdp: link.pc.localDescription.sdp });
+    const sdp = link.pc.localDescription.sdp;
+    const nonce = crypto.getRandomValues(new Uint8Array(LINK_NONCE_SIZE));
+    this._offerNonceOf.set(link, nonce);
+    const auth = await this._linkAuth(offerMessage(this.swarmId, this.peerId, info.peer_id, nonce, sdpFingerprints(sdp)), nonce);
+    this._send({ type: "offer", to: info.peer_id, sdp, auth });
     return link;
   }
 
@@ -331,6 +400,20 @@ export class Mesh {
     if (!this._offerAllowed(sender)) { this._reject(sender, "offer_rate"); return; } // a flood gets no answers
     // before any link is touched: junk must not cost a connecting link (peer/mesh.py finds out later)
     if (!hasDataChannel(msg.sdp)) { this._reject(sender, "bad_sdp", "no data channel (application) section"); return; }
+    // before any link is touched: a forged offer cannot cost us a connecting link
+    const auth = msg.auth ?? {};
+    let offerNonce;
+    try {
+      offerNonce = hexToBytes(auth.nonce);
+      if (offerNonce.length !== LINK_NONCE_SIZE) throw new TypeError("nonce size");
+    } catch {
+      this._reject(sender, "bad_link_auth", "no valid auth nonce");
+      return;
+    }
+    const signed = await this._verifiedFingerprints(sender, this.known.get(sender), msg.sdp, auth,
+      (fps) => offerMessage(this.swarmId, sender, this.peerId, offerNonce, fps));
+    if (!signed) return;
+    if (!this._freshOfferNonce(auth.nonce)) { this._reject(sender, "replayed_offer"); return; }
     const existing = this.links.get(sender);
     if (existing) {
       const glare = existing.pc.signalingState === "have-local-offer";
@@ -353,13 +436,30 @@ export class Mesh {
       this._reject(sender, "bad_sdp", `${err.name}: ${err.message}`);
       return;
     }
-    this._send({ type: "answer", to: sender, sdp: link.pc.localDescription.sdp });
+    const sdp = link.pc.localDescription.sdp;
+    const nonce = crypto.getRandomValues(new Uint8Array(LINK_NONCE_SIZE));
+    const answer = answerMessage(this.swarmId, this.peerId, sender, nonce, offerNonce, sdpFingerprints(sdp));
+    this._send({ type: "answer", to: sender, sdp, auth: await this._linkAuth(answer, nonce) });
   }
 
   async _onAnswer(msg) {
     const sender = msg.from || "";
     const link = this.links.get(sender);
-    if (!link || link.pc.signalingState !== "have-local-offer") { this._reject(sender, "unexpected_answer"); return; }
+    const offerNonce = link ? this._offerNonceOf.get(link) : undefined;
+    if (!link || !offerNonce || link.pc.signalingState !== "have-local-offer") { this._reject(sender, "unexpected_answer"); return; }
+    const auth = msg.auth ?? {};
+    let nonce = null;
+    try {
+      nonce = hexToBytes(auth.nonce);
+      if (nonce.length !== LINK_NONCE_SIZE) nonce = null;
+    } catch { /* refused below */ }
+    const signed = nonce && await this._verifiedFingerprints(sender, link.info, msg.sdp, auth,
+      (fps) => answerMessage(this.swarmId, sender, this.peerId, nonce, offerNonce, fps));
+    if (!signed) {
+      if (!nonce) this._reject(sender, "bad_link_auth", "no valid auth nonce");
+      link.close(); // refused: this offer is spent; the next attempt offers afresh
+      return;
+    }
     try {
       await link.pc.setRemoteDescription({ type: "answer", sdp: msg.sdp });
     } catch (err) {

@@ -4,9 +4,11 @@
 import { bytesEqual, bytesToHex, concatBytes, hexToBytes, sha256, utf8 } from "../src/protocol/bytes.js";
 import { CODEC, decode, encode, encodedSize } from "../src/protocol/codecs.js";
 import {
-  JOIN_CONTEXT, MANIFEST_CONTEXT, generateIdentity, identityFromSeed, joinMessage, loadOrCreateIdentity,
-  manifestMessage, peerIdOf, sign, verify,
+  ANSWER_CONTEXT, JOIN_CONTEXT, MANIFEST_CONTEXT, OFFER_CONTEXT, answerMessage, generateIdentity, identityFromSeed,
+  joinMessage, loadOrCreateIdentity, manifestMessage, offerMessage, peerIdOf, publisherFingerprint, sign, verify,
 } from "../src/protocol/crypto.js";
+import { sdpFingerprints } from "../src/protocol/signaling.js";
+import { publisherPinFromHash } from "../src/manifest.js";
 import { CHUNK_HEADER_SIZE, MAX_MESSAGE_SIZE, Reassembler, splitFrame } from "../src/protocol/chunking.js";
 import { ChunkError, ProtocolError } from "../src/protocol/errors.js";
 import {
@@ -454,7 +456,55 @@ async function checkJoin(r, data) {
   }
 }
 
+async function checkLink(r, data) {
+  r.eq("link/offer_context", bytesToHex(OFFER_CONTEXT), data.offer_context);
+  r.eq("link/answer_context", bytesToHex(ANSWER_CONTEXT), data.answer_context);
+  for (const c of data.fingerprint_cases) {
+    const name = `link/fingerprints/${c.name}`;
+    if (c.reason) {
+      await r.rejects(name, () => sdpFingerprints(c.sdp), ProtocolError, c.reason);
+    } else {
+      await r.guard(name, async () => r.eq(name, JSON.stringify(sdpFingerprints(c.sdp)), JSON.stringify(c.fingerprints)));
+    }
+  }
+  await r.guard("link/offer", async () => {
+    const offerer = await identityFromSeed(hexToBytes(data.offerer.seed));
+    const answerer = await identityFromSeed(hexToBytes(data.answerer.seed));
+    r.eq("link/offerer_id", await peerIdOf(offerer.publicKey), data.offerer.peer_id);
+    r.eq("link/answerer_id", await peerIdOf(answerer.publicKey), data.answerer.peer_id);
+    const [a, b, o, ans] = [data.offerer.peer_id, data.answerer.peer_id, data.offer, data.answer];
+    const offerMsg = offerMessage(data.swarm_id, a, b, hexToBytes(o.nonce), sdpFingerprints(o.sdp));
+    r.eq("link/offer/message", bytesToHex(offerMsg), o.message);
+    r.eq("link/offer/sign", bytesToHex(await sign(offerer.privateKey, offerMsg)), o.signature);
+    r.eq("link/offer/verify", await verify(offerer.publicKey, hexToBytes(o.signature), offerMsg), true);
+    const mitm = offerMessage(data.swarm_id, a, b, hexToBytes(o.nonce), sdpFingerprints(data.mitm_offer_sdp));
+    r.eq("link/offer/mitm_message", bytesToHex(mitm), data.mitm_offer_message);
+    r.eq("link/offer/mitm_refused", await verify(offerer.publicKey, hexToBytes(o.signature), mitm), false);
+    r.eq("link/offer/other_receiver_refused", await verify(offerer.publicKey, hexToBytes(o.signature),
+      offerMessage(data.swarm_id, a, a, hexToBytes(o.nonce), sdpFingerprints(o.sdp))), false); // prettier-ignore
+    const answerMsg = answerMessage(data.swarm_id, b, a, hexToBytes(ans.nonce), hexToBytes(ans.offer_nonce), sdpFingerprints(ans.sdp));
+    r.eq("link/answer/message", bytesToHex(answerMsg), ans.message);
+    r.eq("link/answer/sign", bytesToHex(await sign(answerer.privateKey, answerMsg)), ans.signature);
+    r.eq("link/answer/verify", await verify(answerer.publicKey, hexToBytes(ans.signature), answerMsg), true);
+    const otherOffer = answerMessage(data.swarm_id, b, a, hexToBytes(ans.nonce), new Uint8Array(32), sdpFingerprints(ans.sdp));
+    r.eq("link/answer/other_offer_refused", await verify(answerer.publicKey, hexToBytes(ans.signature), otherOffer), false);
+    const offerJson = JSON.parse(o.offer_json), answerJson = JSON.parse(ans.answer_json);
+    r.check("link/offer_json", offerJson.type === "offer" && offerJson.to === b && offerJson.sdp === o.sdp &&
+      offerJson.auth.nonce === o.nonce && offerJson.auth.signature === o.signature, o.offer_json); // prettier-ignore
+    r.check("link/answer_json", answerJson.type === "answer" && answerJson.to === a && answerJson.sdp === ans.sdp &&
+      answerJson.auth.nonce === ans.nonce && answerJson.auth.signature === ans.signature, ans.answer_json); // prettier-ignore
+  });
+}
+
 async function checkManifest(r, data) {
+  await r.guard("manifest/pin", async () => {
+    r.eq("manifest/publisher_fingerprint", await publisherFingerprint(hexToBytes(data.publisher_key)), data.publisher_fingerprint);
+    r.eq("manifest/pin_from_link", publisherPinFromHash(new URL(data.pinned_join_url).hash), data.publisher_fingerprint);
+    r.eq("manifest/no_pin", publisherPinFromHash(""), null);
+    let threw = false;
+    try { publisherPinFromHash("#pk=abc"); } catch { threw = true; }
+    r.check("manifest/bad_pin_refused", threw);
+  });
   await r.guard("manifest", async () => {
     r.eq("manifest/context", bytesToHex(MANIFEST_CONTEXT), data.manifest_context);
     const text = utf8(data.manifest);
@@ -491,6 +541,7 @@ window.runVectors = async function runVectors(vectors) {
   await checkVerifier(r, vectors.frames.frames);
   await checkChunks(r, vectors.chunks);
   await checkJoin(r, vectors.join);
+  await checkLink(r, vectors.link);
   await checkManifest(r, vectors.manifest);
   return r.list;
 };

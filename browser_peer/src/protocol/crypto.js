@@ -8,6 +8,9 @@ export const SIGNATURE_SIZE = 64;
 export const PEER_ID_BYTES = 16;
 export const JOIN_CONTEXT = utf8("gossip-swarm/join/v1\x00");
 export const MANIFEST_CONTEXT = utf8("gossip-swarm/manifest/v1\x00");
+export const OFFER_CONTEXT = utf8("gossip-swarm/offer/v1\x00");
+export const ANSWER_CONTEXT = utf8("gossip-swarm/answer/v1\x00");
+export const LINK_NONCE_SIZE = 32;
 
 const ED25519 = { name: "Ed25519" };
 // PKCS#8 PrivateKeyInfo for an Ed25519 seed (RFC 8410): this prefix followed by the 32 bytes.
@@ -111,4 +114,38 @@ export function joinMessage(nonceBytes, swarmIdString) {
 /** What a publisher signs: MANIFEST_CONTEXT || SHA-256(manifest bytes). */
 export async function manifestMessage(manifestBytes) {
   return concatBytes(MANIFEST_CONTEXT, await sha256(manifestBytes));
+}
+
+/** What a pinned join link carries (#pk=): hex of SHA-256(publisher key)[0:16], as a peer id. */
+export const publisherFingerprint = peerIdOf;
+
+function linkFields(swarmId, sender, receiver, nonce) {
+  for (const [name, value] of [["swarm id", swarmId], ["sender", sender], ["receiver", receiver]]) {
+    if (typeof value !== "string" || !/^[0-9a-f]{32}$/.test(value)) throw new TypeError(`${name} must be 32 lowercase hex characters`);
+  }
+  if (!(nonce instanceof Uint8Array) || nonce.length !== LINK_NONCE_SIZE) throw new TypeError(`a link nonce is ${LINK_NONCE_SIZE} bytes`);
+  return concatBytes(utf8(swarmId + sender + receiver), nonce);
+}
+
+function fingerprintText(fingerprints) {
+  if (!fingerprints.length || fingerprints.some((f) => f.includes("\n"))) {
+    throw new TypeError("sign at least one canonical fingerprint (protocol/signaling.js sdpFingerprints)");
+  }
+  return utf8(fingerprints.join("\n"));
+}
+
+/**
+ * What an offerer signs: OFFER_CONTEXT || swarm id || sender id || receiver id (ASCII hex) || nonce
+ * || the offer SDP's canonical DTLS fingerprints joined by newlines (mirrors protocols/crypto.py).
+ */
+export function offerMessage(swarmId, sender, receiver, nonce, fingerprints) {
+  return concatBytes(OFFER_CONTEXT, linkFields(swarmId, sender, receiver, nonce), fingerprintText(fingerprints));
+}
+
+/** What an answerer signs: ANSWER_CONTEXT || swarm id || sender || receiver || nonce || offer nonce || fingerprints. */
+export function answerMessage(swarmId, sender, receiver, nonce, offerNonce, fingerprints) {
+  if (!(offerNonce instanceof Uint8Array) || offerNonce.length !== LINK_NONCE_SIZE) {
+    throw new TypeError(`an offer nonce is ${LINK_NONCE_SIZE} bytes`);
+  }
+  return concatBytes(ANSWER_CONTEXT, linkFields(swarmId, sender, receiver, nonce), offerNonce, fingerprintText(fingerprints));
 }
