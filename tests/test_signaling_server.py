@@ -146,8 +146,20 @@ class Client:
         else:
             await self.ws.send_str(message if isinstance(message, str) else dump(message))
 
+    async def receive(self) -> aiohttp.WSMessage:
+        """The next message that is not a WebSocket ping (the server's same-key probe, its heartbeat).
+
+        Clients connect with ``autoping=False`` and never answer, as a stale socket would not: an
+        aiohttp client answering a ping it reads after the server closed raises instead of
+        returning the close.
+        """
+        while True:
+            msg = await asyncio.wait_for(self.ws.receive(), TIMEOUT)
+            if msg.type not in (WSMsgType.PING, WSMsgType.PONG):
+                return msg
+
     async def recv(self) -> Any:
-        msg = await asyncio.wait_for(self.ws.receive(), TIMEOUT)
+        msg = await self.receive()
         assert msg.type == WSMsgType.TEXT, f"expected a text message, got {msg.type!r} {msg.data!r}"
         return parse_server_message(msg.data)
 
@@ -162,7 +174,7 @@ class Client:
         return error
 
     async def expect_closed(self) -> aiohttp.WSMessage:
-        msg = await asyncio.wait_for(self.ws.receive(), TIMEOUT)
+        msg = await self.receive()
         assert msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED), f"still open: {msg!r}"
         return msg
 
@@ -177,7 +189,7 @@ class Client:
 
 
 async def connect(http: aiohttp.ClientSession, server: Server, key: Ed25519PrivateKey | None = None) -> tuple[Client, Challenge]:
-    ws = await asyncio.wait_for(http.ws_connect(server.ws_url), TIMEOUT)
+    ws = await asyncio.wait_for(http.ws_connect(server.ws_url, autoping=False), TIMEOUT)
     client = Client(ws, key or Ed25519PrivateKey.generate())
     return client, await client.expect(Challenge)
 
@@ -208,11 +220,11 @@ async def get_json(http: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
 
 
 async def test_health_counts_swarms_and_peers(http: aiohttp.ClientSession, server: Server, publisher: Ed25519PrivateKey) -> None:
-    assert await get_json(http, f"{server.base}/health") == (200, {"status": "ok", "swarms": 0, "peers": 0, "protocol": 1})
+    assert await get_json(http, f"{server.base}/health") == (200, {"status": "ok", "swarms": 0, "peers": 0, "protocol": 1, "refused": {}, "stun": None})
     pub = tiny_publication(publisher)
     await publish(http, server, pub)
     client, _ = await join(http, server, pub.swarm_id)
-    assert await get_json(http, f"{server.base}/health") == (200, {"status": "ok", "swarms": 1, "peers": 1, "protocol": 1})
+    assert await get_json(http, f"{server.base}/health") == (200, {"status": "ok", "swarms": 1, "peers": 1, "protocol": 1, "refused": {}, "stun": None})
 
 
 async def test_published_swarm_is_listed_and_its_content_served(
@@ -690,6 +702,8 @@ async def test_per_address_connect_rate_and_upload_limits(http: aiohttp.ClientSe
     status, body = await post_publish(http, server, envelope_json(tiny_publication(publisher).signed), [])
     assert (status, body["error"]) == (429, "rate_limited") and "uploads per minute" in body["message"]
     assert stored_files(server.data_dir) == before
+    async with http.get(f"{server.base}/health") as resp:  # the refusals the limits promise, counted
+        assert (await resp.json())["refused"] == {"connect_rate": 1, "uploads": 1}
 
 
 async def test_contribution_board_credits_a_peer_only_with_what_others_report(
