@@ -22,12 +22,12 @@ from typing import Any
 from rich.progress import Progress
 
 from apps.procs import PeerProcess, spawn_peer, start_server
-from apps.publish import default_publication, upload
+from apps.publish import upload
 from peer.identity import load_or_create
 from protocols.crypto import public_key_bytes
-from protocols.manifest import GossipConfig, TrainingConfig
 
 from .config import ExperimentConfig
+from .published import publication_for
 from .sim import RunResult
 
 GRID_S = 1.0
@@ -52,19 +52,10 @@ async def _run_all(config: ExperimentConfig, out: Path, show_progress: bool) -> 
 
 
 async def _publication(config: ExperimentConfig, workdir: Path, method: str, seed: int) -> Any:
+    """The swarm the sim backend simulates for the same config and seed (research.published)."""
     publisher = load_or_create(workdir / "publisher.key")
     aggregator_key = public_key_bytes(load_or_create(workdir / "aggregator.key")).hex()
-    gossip = GossipConfig(method=method, aggregator=aggregator_key if method == "central" else None,  # type: ignore[arg-type]
-                          degree=config.swarm.degree, codec=config.swarm.codec, robust=config.swarm.robust,
-                          clip_multiplier=config.swarm.clip_multiplier, exchange_timeout_s=60)  # fmt: skip
-    training = TrainingConfig(optimizer=config.model.optimizer, learning_rate=max(config.model.learning_rate, 1e-9),
-                              batch_size=config.model.batch_size, local_steps=config.swarm.local_steps,
-                              eval_every=config.swarm.local_steps * config.budget.eval_every)  # fmt: skip
-    return await asyncio.to_thread(
-        default_publication, publisher, name=f"{config.name}-{method}", hidden=config.model.hidden,
-        shards=config.swarm.peers, test_fraction=config.data.test_fraction, partition=config.data.partition,
-        alpha=config.data.alpha, seed=seed, training=training, gossip=gossip,
-    )  # fmt: skip
+    return await asyncio.to_thread(publication_for, config, seed, publisher, method, aggregator_key)
 
 
 def _peer_args(config: ExperimentConfig, seed: int) -> list[str]:
@@ -75,7 +66,7 @@ def _peer_args(config: ExperimentConfig, seed: int) -> list[str]:
 
 async def _run_one(config: ExperimentConfig, workdir: Path, method: str, seed: int, progress) -> RunResult:  # type: ignore[no-untyped-def]
     workdir.mkdir(parents=True, exist_ok=True)
-    if config.network.profile is not None:
+    if config.network.profile not in (None, "loopback"):
         return await _run_one_in_netlab(config, workdir, method, seed, progress)
     runner, base = await start_server(workdir / "server-data")
     peers: list[PeerProcess] = []
@@ -134,8 +125,11 @@ async def _until_done(config: ExperimentConfig, peers: list[PeerProcess], workdi
         progress(min((r or {}).get("step", 0) for r in rows))
         if all(r is not None and r["step"] >= max_steps for r in rows):
             break
-        if any(p.proc.poll() is not None for p in peers):
-            raise RuntimeError(f"a peer exited early; see the logs in {workdir}")
+        codes = [p.proc.poll() for p in peers]
+        if any(code not in (None, 0) for code in codes):
+            raise RuntimeError(f"a peer failed (exit codes {codes}); see the logs in {workdir}")
+        if all(p.proc.poll() == 0 for p in trainers):
+            break  # every trainer left at the end of its --duration
         if config.budget.seconds and time.monotonic() - started > config.budget.seconds + 120:
             break
         await asyncio.sleep(0.5)
