@@ -102,6 +102,38 @@ async def test_simultaneous_requests_decline_instead_of_deadlocking() -> None:
         np.testing.assert_array_equal(x, y)
 
 
+class _SenderTransport(_InMemoryTransport):
+    """As ``_InMemoryTransport``, and the responder learns who asked (the live transport knows the link)."""
+
+    def __init__(self, engines: dict[str, GossipEngine], sender: str, latency: float) -> None:
+        super().__init__(engines, latency)
+        self.sender = sender
+
+    async def request(self, peer: str, update: Update) -> Update | None:
+        await asyncio.sleep(self.latency)
+        reply = await self.engines[peer].respond(update, self.sender)
+        await asyncio.sleep(self.latency)
+        return reply
+
+
+async def test_crossing_requests_make_one_exchange_decided_by_peer_id() -> None:
+    """A->B while B->A: the smaller id's request is the exchange; no decline-decline livelock."""
+    rng = np.random.default_rng(7)
+    a, b = _ArrayModel(_model(rng), 1.0), _ArrayModel(_model(rng), 3.0)
+    want = weighted_average([(a.weights, a.n), (b.weights, b.n)])
+    engines = {"a" * 32: GossipEngine(a, peer_id="a" * 32), "b" * 32: GossipEngine(b, peer_id="b" * 32)}
+    ta, tb = (_SenderTransport(engines, me, latency=0.05) for me in engines)  # slow links: both requests in flight
+    outcomes = await asyncio.wait_for(
+        asyncio.gather(engines["a" * 32].initiate("b" * 32, ta, 1.0), engines["b" * 32].initiate("a" * 32, tb, 1.0)), 5
+    )
+    assert outcomes == [Outcome.MERGED, Outcome.CROSSED]  # a's request was the exchange; b answered it
+    assert engines["b" * 32].crossed == 1 and engines["a" * 32].declined_requests == 1
+    for x, y, w in zip(a.weights, b.weights, want, strict=True):
+        np.testing.assert_array_equal(x, y)  # one pairwise average on both sides, conserved
+        np.testing.assert_allclose(x, w, atol=1e-6)
+    assert a.n == b.n == 2.0
+
+
 async def test_a_silent_peer_times_out() -> None:
     class Silent:
         async def request(self, peer: str, update: Update) -> Update | None:

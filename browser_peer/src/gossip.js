@@ -1,11 +1,23 @@
 // Asynchronous push-pull gossip, transport-agnostic (mirrors peer/gossip.py).
-// A peer already in an exchange declines requests, so two peers asking each other at
-// once both get a decline and retry elsewhere instead of deadlocking.
+// A peer already in an exchange declines requests. Crossing requests (A->B while B->A) are
+// resolved by peer id: the smaller id's request is the exchange, the larger peer answers it
+// while its own request is in flight, and the smaller declines that one (no decline-decline
+// livelock for slow exchanges).
 import { pairAverage } from "./averaging.js";
 
 export const Outcome = Object.freeze({
-  MERGED: "merged", DECLINED: "declined", BUSY: "busy", TIMEOUT: "timeout", FAILED: "failed",
+  MERGED: "merged", DECLINED: "declined", BUSY: "busy", TIMEOUT: "timeout", FAILED: "failed", CROSSED: "crossed",
 });
+
+/**
+ * Milliseconds to wait for an exchange reply (peer/gossip.py exchange_deadline): both frames at
+ * the link's rate plus round trips, doubled, within [floorMs, ceilingMs]; unknown rate: the floor.
+ */
+export function exchangeDeadlineMs(frameBytes, rateBytesPerS, rttS, { floorMs, ceilingMs = 600000 }) {
+  if (!(rateBytesPerS > 0)) return Math.min(Math.max(floorMs, 0), ceilingMs);
+  const expectedS = (2 * frameBytes) / rateBytesPerS + 4 * (rttS || 0);
+  return Math.min(Math.max(floorMs, 2000 * expectedS), ceilingMs);
+}
 
 /** A promise-based mutex: training steps and merges never interleave. */
 export class Lock {
@@ -35,13 +47,17 @@ export function withTimeout(promise, ms, what = "operation") {
  * average: (mine, myWeight, theirs, theirWeight) -> [weights, weight]
  */
 export class GossipEngine {
-  constructor(model, average = pairAverage) {
+  constructor(model, average = pairAverage, peerId = null) {
     this.model = model;
     this.average = average;
+    this.peerId = peerId; // ours: breaks crossing requests (null: every busy request is declined)
     this.busy = false;
     this.outcomes = Object.fromEntries(Object.values(Outcome).map((o) => [o, 0]));
     this.served = 0;
     this.declinedRequests = 0;
+    this.crossed = 0;
+    this._partner = null;
+    this._crossedWith = null;
   }
 
   async initiate(peerId, transport, timeoutMs) {
@@ -53,14 +69,18 @@ export class GossipEngine {
   async _initiate(peerId, transport, timeoutMs) {
     if (this.busy) return Outcome.BUSY;
     this.busy = true;
+    this._partner = peerId;
+    this._crossedWith = null;
     try {
       const mine = await this.model.lock.run(() => this.model.current());
       let reply;
       try {
         reply = await withTimeout(transport.request(peerId, mine), timeoutMs, "exchange");
       } catch (err) {
+        if (this._crossedWith === peerId) return Outcome.CROSSED;
         return err instanceof TimeoutError ? Outcome.TIMEOUT : Outcome.FAILED;
       }
+      if (this._crossedWith === peerId) return Outcome.CROSSED; // merged as its responder already
       if (reply === null) return Outcome.DECLINED;
       await this.model.lock.run(() => {
         const [merged, weight] = this.average(mine.weights, mine.weight, reply.weights, reply.weight);
@@ -69,16 +89,28 @@ export class GossipEngine {
       return Outcome.MERGED;
     } finally {
       this.busy = false;
+      this._partner = null;
     }
   }
 
-  /** Answer a verified request with our pre-merge model, or null (decline) while busy. */
-  async respond(update) {
-    if (this.busy) {
+  _answersCrossing(peerId) {
+    return peerId != null && this.peerId != null && peerId === this._partner && this._crossedWith === null
+      && peerId < this.peerId;
+  }
+
+  /** Answer a verified request from `peerId` with our pre-merge model, or null (decline) while busy. */
+  async respond(update, peerId = null) {
+    const crossing = this.busy && this._answersCrossing(peerId);
+    if (this.busy && !crossing) {
       this.declinedRequests += 1;
       return null;
     }
-    this.busy = true;
+    if (crossing) {
+      this._crossedWith = peerId; // our own request's reply (a decline) must not be merged too
+      this.crossed += 1;
+    } else {
+      this.busy = true;
+    }
     let mine;
     try {
       mine = await this.model.lock.run(() => {
@@ -88,7 +120,7 @@ export class GossipEngine {
         return current;
       });
     } finally {
-      this.busy = false;
+      if (!crossing) this.busy = false;
     }
     this.served += 1;
     return mine;
