@@ -256,7 +256,7 @@ def main() -> None:
     results: dict[str, Any] = {
         "command": " ".join(["python -m benchmarks.wan", *sys.argv[1:]]), "commit": git_commit(), "machine": machine(),
         "config": {**vars(args), "frame_bytes": frame_bytes, "profiles": profiles}, "profiles": {},
-        "netlab_measure": netlab_measurement(profiles),
+        "netlab_measure": netlab_measurement(profiles), "load_average_before": os.getloadavg(),
     }  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         template = Path(tmp) / "server-data"
@@ -273,6 +273,7 @@ def main() -> None:
                 entry["time_to_accuracy"] = attempt(time_to_accuracy, name, args.peers, args.target, args.rounds,
                                                     args.local_steps, args.eval_examples, args.partition, args.alpha,
                                                     args.seconds)  # fmt: skip
+            entry["load_average_after"] = os.getloadavg()  # other work on the machine slows the CPU-bound figures
             save(results)  # after every profile: a later failure keeps what was measured
     results["table"] = table(results)
     save(results)
