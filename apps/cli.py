@@ -11,6 +11,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .quiet import DEBUG_ENV, import_tensorflow, quiet_environment
+
+NEEDS_TENSORFLOW = ("publish", "export", "join", "demo", "experiment")
+
 
 def _loop_policy() -> None:
     try:
@@ -131,7 +135,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
     key = load_or_create(Path(args.identity) if args.identity else None)
     pub = build_publication(key, model=args.model, hidden=hidden, input_size=args.input_size, classes=args.classes,
                             data=data, name=name, swarm_id=args.swarm_id, seed=args.seed, training=training,
-                            gossip=gossip, ice_servers=_ice_server_list(args.ice_server))  # fmt: skip
+                            gossip=gossip, ice_servers=_ice_server_list(args.ice_server),
+                            python_only=args.python_peers_only)  # fmt: skip
     reply = asyncio.run(upload(args.server, pub))
     # the pin comes from our own key, never from the server's reply: it is what lets joiners refuse
     # a manifest the server swapped (the fragment never reaches the server)
@@ -213,13 +218,14 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="swarm", description="Peer-to-peer gossip training over WebRTC.")
+    p = argparse.ArgumentParser(prog="swarm", description="Peer-to-peer gossip training over WebRTC.",
+                                epilog=f"TensorFlow's start-up logs are hidden; {DEBUG_ENV}=1 shows them.")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("serve", help="run the signaling server")
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8765)
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+    s.add_argument("--port", type=int, default=8765, help="TCP port of HTTP(S) and WebSocket signaling (default 8765)")
     s.add_argument("--data-dir", default="swarm-data", help="where published manifests and blobs are stored")
     s.add_argument("--public-url", help="base URL used in join links (e.g. behind a reverse proxy)")
     s.add_argument("--tls-cert", help="PEM certificate (chain) to serve HTTPS/WSS")
@@ -261,7 +267,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="seed of the initial weights, split and sharding")
     s.add_argument("--json", action="store_true", help="print the server's reply as JSON")
     g = s.add_argument_group("model (one source)")
-    g.add_argument("--model", help="Keras .h5 file, or TF.js layers directory (model.json + weight files)")
+    g.add_argument("--model", help="Keras .keras or .h5 file (Keras 3 or tf_keras), or TF.js layers directory "
+                                   "(model.json + weight files); see docs/PUBLISHING.md")  # fmt: skip
+    g.add_argument("--python-peers-only", action="store_true",
+                   help="publish a model browsers cannot load or train (the refusal names the layers); "
+                        "only Python peers can join, and the join page says so")  # fmt: skip
     g.add_argument("--hidden", help="no-code MLP hidden layers UNITS[:ACTIVATION],... e.g. 128 or 256:relu,64:tanh")
     g.add_argument("--input-size", type=int, help="no-code MLP input features (default: the dataset's)")
     g.add_argument("--classes", type=int, help="no-code MLP output classes (default: the dataset's)")
@@ -271,25 +281,29 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--label-column", default="label", help="CSV column (name or 0-based index) holding the class")
     g.add_argument("--test-fraction", type=float, default=0.2, help="share of every class held out for testing")
     g.add_argument("--shards", type=int, default=4, help="training shards (the server hands each peer the least-used)")
-    g.add_argument("--partition", choices=["iid", "dirichlet", "by_class"], default="iid")
+    g.add_argument("--partition", choices=["iid", "dirichlet", "by_class"], default="iid",
+                   help="how the train split is cut into shards: iid (default), dirichlet (label skew, --alpha), "
+                        "by_class (--classes-per-shard)")  # fmt: skip
     g.add_argument("--alpha", type=float, default=0.5, help="Dirichlet label-skew concentration (smaller: more skew)")
     g.add_argument("--classes-per-shard", type=int, default=2, help="by_class partition: classes in each shard")
     g = s.add_argument_group("training")
-    g.add_argument("--optimizer", choices=["adam", "sgd", "rmsprop"])
-    g.add_argument("--learning-rate", type=float)
-    g.add_argument("--batch-size", type=int)
-    g.add_argument("--loss", choices=["sparse_categorical_crossentropy"])
+    g.add_argument("--optimizer", choices=["adam", "sgd", "rmsprop"], help="optimizer of every peer (default adam)")
+    g.add_argument("--learning-rate", type=float, help="optimizer learning rate (default 0.001)")
+    g.add_argument("--batch-size", type=int, help="examples per local step (default 32)")
+    g.add_argument("--loss", choices=["sparse_categorical_crossentropy"], help="training loss (default and only "
+                                                                              "choice: sparse_categorical_crossentropy)")  # fmt: skip
     g.add_argument("--metrics", help="comma-separated; only accuracy for now")
     g.add_argument("--local-steps", type=int, help="local steps between gossip exchanges (default 50)")
-    g.add_argument("--target-accuracy", type=float)
+    g.add_argument("--target-accuracy", type=float, help="test accuracy the swarm aims for (default 0.90)")
     g.add_argument("--eval-every", type=int, help="local steps between test evaluations")
     g.add_argument("--clipnorm", type=float, help="clip each gradient tensor to this L2 norm")
     g.add_argument("--l2", type=float, help="L2 penalty on kernels: loss += L2 * sum(w**2)")
     g.add_argument("--warmup-steps", type=int, help="linear learning-rate warm-up over this many local steps")
     g = s.add_argument_group("gossip and network")
     g.add_argument("--degree", type=int, help="target number of neighbors (default 4)")
-    g.add_argument("--max-degree", type=int)
-    g.add_argument("--codec", choices=["float32", "float16", "int8"])
+    g.add_argument("--max-degree", type=int, help="refuse connections beyond this many neighbors (default 8)")
+    g.add_argument("--codec", choices=["float32", "float16", "int8"],
+                   help="how weight updates are encoded on the wire (default float32; int8 sends ~4x fewer bytes)")
     g.add_argument("--robust", choices=["none", "clip"],
                    help="clip (default): self-centered clipping of neighbors' models; none: plain averaging (no defence)")
     g.add_argument("--ice-server", action="append", metavar="URL[,USER,CREDENTIAL]",
@@ -316,40 +330,45 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--degree", type=int, help="target number of neighbors (default: the swarm's)")
     s.add_argument("--data", type=Path, help="train on a local .npz (x, y) instead of the published shard")
     s.add_argument("--metrics-out", type=Path, help="append metrics as JSON lines here")
-    s.add_argument("--checkpoint-dir", type=Path)
-    s.add_argument("--checkpoint-interval", type=float, default=60.0, help="seconds")
+    s.add_argument("--checkpoint-dir", type=Path,
+                   help="where the model is checkpointed (default ~/.local/share/gossip-swarm/<swarm>/<peer>/)")
+    s.add_argument("--checkpoint-interval", type=float, default=60.0, help="seconds between checkpoints (default 60)")
     s.add_argument("--max-steps", type=int, help="stop training after N local steps, keep gossiping")
     s.add_argument("--duration", type=float, help="leave after N seconds")
     s.add_argument("--eval-limit", type=int, help="evaluate on the first N test examples")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--quiet", action="store_true")
+    s.add_argument("--seed", type=int, default=0, help="seed of the batch order (default 0)")
+    s.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     s.set_defaults(func=cmd_join)
 
     s = sub.add_parser("experiment", help="compare gossip with central averaging (FedAvg), local and pooled")
     s.add_argument("config", type=Path, nargs="?", help="experiment TOML (see experiments/)")
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. swarm.peers=64 (repeatable)")
     s.add_argument("--out", type=Path, help="output directory (default: runs/<name>)")
-    s.add_argument("--quiet", action="store_true")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_experiment)
 
     s = sub.add_parser("demo", help="local demo: server, default model, 3 Python peers, browser link")
-    s.add_argument("--port", type=int, default=8765)
-    s.add_argument("--peers", type=int, default=3)
+    s.add_argument("--port", type=int, default=8765, help="port of the demo's signaling server (default 8765)")
+    s.add_argument("--peers", type=int, default=3, help="headless Python peers to start (default 3)")
     s.add_argument("--target", type=float, default=0.90, help="stop when every peer reaches this test accuracy")
     s.add_argument("--timeout", type=float, default=600.0, help="give up after N seconds")
     s.add_argument("--linger", type=float, default=90.0,
                    help="keep the swarm up N seconds after the target, so a browser tab can join (0: stop at once)")
-    s.add_argument("--workdir", type=Path, default=Path("runs/demo"))
+    s.add_argument("--workdir", type=Path, default=Path("runs/demo"),
+                   help="where the server data, peer logs, metrics and summary.json go (default runs/demo)")
     s.set_defaults(func=cmd_demo)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_environment()  # before anything imports TensorFlow
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")  # fmt: skip
     for noisy in ("aioice", "aiortc", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if args.command in NEEDS_TENSORFLOW:
+        import_tensorflow()  # now, with its start-up lines filtered, rather than wherever it is first needed
     try:
         return int(args.func(args))
     except (ValueError, RuntimeError, OSError) as exc:

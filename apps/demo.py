@@ -4,6 +4,10 @@ Starts the signaling server on 127.0.0.1, publishes the embedded default (real M
 from the npm package, MLP 784-128-10), starts headless Python peers as subprocesses, prints
 the browser join link, and stops on Ctrl-C, on timeout, or when every peer reaches the
 target test accuracy. Everything it did is under ``--workdir``.
+
+The terminal shows a live table while the swarm runs (gone when it ends: ``transient``) and
+prints the final table once, in 80 columns; a line says when each peer has started (loading
+TensorFlow and its shard takes seconds), which is also all a log file gets before the end.
 """
 
 from __future__ import annotations
@@ -11,14 +15,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import signal
 import time
 from typing import Any
 
 import aiohttp
-from rich.console import Console
+from rich import box
+from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from peer.identity import load_or_create
 
@@ -28,23 +35,45 @@ from .publish import default_publication, upload
 console = Console()
 
 
+COLUMNS = ("peer", "id", "step", "acc", "links", "exch", "MB out/in", "rej")  # fits 80 columns (tests/test_first_run.py)
+
+
 def _table(peers: list[PeerProcess], target: float, elapsed: float, browsers: list[dict[str, Any]] | None = None) -> Table:
-    table = Table(title=f"gossip swarm — {elapsed:5.1f} s — target test accuracy {target:.2f}")
-    for col in ("peer", "id", "step", "test acc", "neighbors", "exchanges", "sent MB", "recv MB", "rejected"):
-        table.add_column(col, justify="right")
+    """One row per peer: steps, test accuracy, neighbors and their ICE pair kinds, exchanges
+    merged or served, megabytes sent/received, frames rejected."""
+    table = Table(title=f"gossip swarm · {elapsed:.1f} s · target accuracy {target:.2f}", box=box.SIMPLE_HEAD,
+                  show_edge=False, pad_edge=False, collapse_padding=True)
+    for col in COLUMNS:
+        table.add_column(col, justify="left" if col in ("peer", "links") else "right",
+                         max_width=14 if col == "links" else None, overflow="ellipsis", no_wrap=True)  # fmt: skip
     for p in peers:
         r = p.latest
         if r is None:
-            table.add_row(p.name, "…", "loading", "", "", "", "", "", "")
+            table.add_row(p.name, "…", "starting", "", "", "", "", "")
             continue
         acc = f"[green]{r['test_acc']:.3f}[/]" if r["test_acc"] >= target else f"{r['test_acc']:.3f}"
         table.add_row(p.name, r["peer_id"][:8], str(r["step"]), acc, _neighbors(r),
-                      str(r["exchanges"]["merged"] + r["served"]), f"{r['bytes_sent'] / 1e6:.1f}",
-                      f"{r['bytes_received'] / 1e6:.1f}", str(sum(r["rejected"].values())))  # fmt: skip
+                      str(r["exchanges"]["merged"] + r["served"]),
+                      f"{r['bytes_sent'] / 1e6:.1f}/{r['bytes_received'] / 1e6:.1f}", str(sum(r["rejected"].values())))  # fmt: skip
     for b in browsers or []:  # browser tabs, as they report to the contribution board
         acc = "" if b["test_acc"] is None else f"{b['test_acc']:.3f}"
-        table.add_row("browser", b["peer_id"][:8], str(b["steps"]), acc, "", str(b["updates_verified_by_others"]), "", "", "")
+        table.add_row("browser", b["peer_id"][:8], str(b["steps"]), acc, "", str(b["updates_verified_by_others"]), "", "")
     return table
+
+
+def _live(peers: list[PeerProcess], target: float, elapsed: float, browsers: list[dict[str, Any]]) -> Group:
+    """The live view: a line on start-up progress while any peer is still starting, then the table."""
+    starting = [p.name for p in peers if p.latest is None]
+    line = Text(f"{len(peers) - len(starting)}/{len(peers)} peers training; starting: {', '.join(starting)} "
+                "(TensorFlow, shard, first evaluation)" if starting else "", style="dim")  # fmt: skip
+    return Group(line, _table(peers, target, elapsed, browsers))
+
+
+def _report_started(peers: list[PeerProcess], seen: set[str], started: float) -> None:
+    for p in peers:
+        if p.name not in seen and (r := p.latest) is not None:
+            seen.add(p.name)
+            console.print(f"{p.name} is training ({r['peer_id'][:8]}, started in {time.monotonic() - started:.1f} s)")
 
 
 def _neighbors(row: dict[str, Any]) -> str:
@@ -69,6 +98,7 @@ def _done(peers: list[PeerProcess], target: float) -> bool:
 async def run_demo(args: argparse.Namespace) -> int:
     workdir = args.workdir
     workdir.mkdir(parents=True, exist_ok=True)
+    logging.getLogger("signaling").setLevel(logging.WARNING)  # joins and leaves are in the table; logs would tear it
     runner, base = await start_server(workdir / "server-data", port=args.port)
     peers: list[PeerProcess] = []
     browsers: list[dict[str, Any]] = []
@@ -77,19 +107,25 @@ async def run_demo(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        console.print(f"signaling server on {base}; publishing the default MNIST MLP swarm…")
-        publication = await asyncio.to_thread(default_publication, load_or_create(workdir / "publisher.key"))
-        reply = await upload(base, publication)
-        console.print(f"[bold]join link:[/] {reply['join_url']}  (open it in Chromium to add a browser peer)")
-        console.print(f"or from another terminal: [cyan]swarm join {reply['join_url']} --ice-address 127.0.0.1[/]")
+        console.print(f"signaling server on {base}")
+        with console.status("publishing the default MNIST MLP swarm (loading TensorFlow)…"):
+            publication = await asyncio.to_thread(default_publication, load_or_create(workdir / "publisher.key"))
+            reply = await upload(base, publication)
+        # links on lines of their own, never folded: they are for copying (a terminal wraps them)
+        console.print(f"[bold]join link:[/] {reply['join_url']}", soft_wrap=True)
+        console.print("(open it in Chromium to add a browser peer, or from another terminal:)")
+        console.print(f"[cyan]swarm join {reply['join_url']} --ice-address 127.0.0.1[/]", soft_wrap=True)
         peers = [spawn_peer(reply["join_url"], workdir, f"peer{i + 1}") for i in range(args.peers)]
+        console.print(f"starting {len(peers)} Python peers (logs in {workdir}/peer*.log)…")
         started = time.monotonic()
         reached_at: float | None = None
+        seen: set[str] = set()
         async with aiohttp.ClientSession() as http:
-            with Live(_table(peers, args.target, 0), console=console, refresh_per_second=2) as live:
+            with Live(_live(peers, args.target, 0, []), console=console, refresh_per_second=2, transient=True) as live:
                 while not stop.is_set() and time.monotonic() - started < args.timeout:
                     browsers = await _browsers(http, base, reply["swarm_id"])
-                    live.update(_table(peers, args.target, time.monotonic() - started, browsers))
+                    _report_started(peers, seen, started)
+                    live.update(_live(peers, args.target, time.monotonic() - started, browsers))
                     if reached_at is None and _done(peers, args.target):
                         reached_at = time.monotonic()
                         if args.linger > 0:

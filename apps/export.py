@@ -10,9 +10,20 @@ Sources:
 * a TF.js layers model: what the browser peer's "Download model" button saves
   (``NAME.json`` + ``NAME.weights.bin``), or a directory with ``model.json``.
 
-Output (``--out DIR``): ``model.h5`` (tf_keras, ``tf_keras.models.load_model``), ``tfjs/``
-(``model.json`` + weight shards, ``tf.loadLayersModel``) and ``export.json`` describing where
-it came from. Both files are reloaded and checked to predict the same as the source model.
+Output (``--out DIR``): ``model.h5`` (``tf_keras.models.load_model`` or Keras 3
+``keras.saving.load_model``), ``tfjs/`` (``model.json`` + weight shards, ``tf.loadLayersModel``)
+and ``export.json`` describing where it came from. Both files are reloaded and checked to
+predict the same as the source model.
+
+``model.h5`` is compiled with the swarm's training configuration (optimizer and learning
+rate, loss, metrics), so ``model.fit`` continues from it without ``compile``. It comes from the
+checkpoint's own ``model.h5`` (peers compile theirs), the manifest (join link), or the
+``gossip_swarm.training`` the browser peer stores in a download's ``userDefinedMetadata``;
+a source with none of them (a checkpoint from before this) gets the manifest defaults and
+says so in ``export.json``. The optimizer *state* is not exported: it is one peer's moment
+estimates from before its last merges, and Keras 3 cannot restore tf_keras optimizer
+variables from an .h5 (``fit`` fails with "Unknown variable"); ``fit`` starts the optimizer
+afresh with the swarm's settings.
 """
 
 from __future__ import annotations
@@ -27,6 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from protocols.manifest import TrainingConfig
+
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 
@@ -35,8 +48,9 @@ class ExportError(ValueError):
 
 
 def _keras() -> Any:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    from .quiet import import_tensorflow
+
+    import_tensorflow()
     import tf_keras
 
     return tf_keras
@@ -58,7 +72,27 @@ def load_checkpoint_model(directory: Path) -> tuple[Any, dict[str, Any]]:
         raise ExportError(f"{h5} does not load as a Keras model: {str(exc).splitlines()[0][:300]}") from None
     state_path = directory / "state.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
-    return model, state
+    return model, {**state, "training": _h5_training(h5)}
+
+
+def _h5_training(h5: Path) -> tuple[TrainingConfig, str] | None:
+    """The TrainingConfig a peer's compiled checkpoint carries (``training_config``), if any."""
+    import h5py
+
+    with h5py.File(h5, "r") as f:
+        raw = f.attrs.get("training_config")
+    if raw is None:
+        return None
+    config = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+    optimizer = config.get("optimizer_config", {})
+    kind = str(optimizer.get("class_name", "")).split(">")[-1].lower()
+    metrics = [m["config"]["name"] if isinstance(m, dict) else m for group in config.get("metrics") or [] for m in group]
+    try:
+        return TrainingConfig(optimizer=kind, learning_rate=float(optimizer["config"]["learning_rate"]),
+                              loss=config["loss"], metrics=metrics,
+                              clipnorm=optimizer["config"].get("clipnorm")), "checkpoint"  # fmt: skip
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def load_tfjs_model(path: Path) -> tuple[Any, dict[str, Any]]:
@@ -74,9 +108,15 @@ def load_tfjs_model(path: Path) -> tuple[Any, dict[str, Any]]:
     if not isinstance(spec, dict) or spec.get("format") not in (None, "layers-model") or "modelTopology" not in spec:
         raise ExportError(f"{json_path} is not a TF.js layers model (format {spec.get('format') if isinstance(spec, dict) else '?'})")
     try:
-        return load_keras_model(str(json_path)), {}
+        model = load_keras_model(str(json_path))
     except Exception as exc:  # missing or truncated weight files, topology errors
         raise ExportError(f"{json_path} does not load: {str(exc).splitlines()[0][:300]}") from None
+    stored = (spec.get("userDefinedMetadata") or {}).get("gossip_swarm", {}).get("training")
+    try:
+        training = (TrainingConfig.model_validate(stored), "browser download") if stored else None
+    except ValueError:
+        training = None
+    return model, {"training": training}
 
 
 async def _published_model(url: str) -> tuple[Any, dict[str, Any]]:
@@ -90,21 +130,45 @@ async def _published_model(url: str) -> tuple[Any, dict[str, Any]]:
     async with aiohttp.ClientSession() as http:
         signed, manifest = await fetch_manifest(http, server, swarm_id)
         initial = await fetch_blob(http, server, manifest.model.initial_weights)
-    return build_model(manifest, initial), {"model_id": signed.model_id, "step": 0, "swarm_id": swarm_id}
+    return build_model(manifest, initial), {"model_id": signed.model_id, "step": 0, "swarm_id": swarm_id,
+                                            "training": (manifest.training, "manifest")}  # fmt: skip
 
 
-def save_model(model: Any, out: Path) -> None:
-    """``out/model.h5`` and ``out/tfjs/``, each written next to its place and renamed."""
+def save_model(model: Any, out: Path, training: TrainingConfig) -> None:
+    """``out/model.h5`` (compiled with ``training``) and ``out/tfjs/``, each written next to its
+    place and renamed."""
+    import h5py
     import tensorflowjs as tfjs
 
+    from peer.trainer import compile_for
+
+    compile_for(model, training)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out, prefix=".tmp-") as tmp:
         model.save(Path(tmp) / "model.h5", save_format="h5")
+        with h5py.File(Path(tmp) / "model.h5", "a") as f:
+            if "optimizer_weights" in f:  # see the module docstring
+                del f["optimizer_weights"]
+            f.attrs["training_config"] = json.dumps(_portable(json.loads(f.attrs["training_config"])))
         tfjs.converters.save_keras_model(model, Path(tmp) / "tfjs")
         os.replace(Path(tmp) / "model.h5", out / "model.h5")
         if (out / "tfjs").exists():
             shutil.rmtree(out / "tfjs")
         os.replace(Path(tmp) / "tfjs", out / "tfjs")
+
+
+OPTIMIZER_KEYS = ("name", "learning_rate", "clipnorm", "beta_1", "beta_2", "epsilon", "amsgrad", "momentum",
+                  "nesterov", "rho", "centered")  # what tf_keras and Keras 3 optimizers both take
+
+
+def _portable(training_config: dict[str, Any]) -> dict[str, Any]:
+    """tf_keras writes its optimizers as ``Custom>SGD`` with tf_keras-only options (``jit_compile``,
+    ``is_legacy_optimizer``); Keras 3 does not know the class, silently falls back to a default
+    ``SGD`` (learning rate 0.01 instead of the swarm's). The plain class name and the options
+    both read load the same optimizer in either."""
+    optimizer = training_config["optimizer_config"]
+    config = {k: v for k, v in optimizer["config"].items() if k in OPTIMIZER_KEYS}
+    return {**training_config, "optimizer_config": {"class_name": optimizer["class_name"].split(">")[-1], "config": config}}
 
 
 def _check_round_trip(model: Any, out: Path) -> None:
@@ -114,11 +178,13 @@ def _check_round_trip(model: Any, out: Path) -> None:
     shape = (4, *[int(d) for d in model.input_shape[1:]])
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
     want = model(x, training=False).numpy()
-    for name, reloaded in (("model.h5", _keras().models.load_model(out / "model.h5", compile=False)),
-                           ("tfjs/model.json", load_keras_model(str(out / "tfjs" / "model.json")))):  # fmt: skip
+    h5 = _keras().models.load_model(out / "model.h5")
+    for name, reloaded in (("model.h5", h5), ("tfjs/model.json", load_keras_model(str(out / "tfjs" / "model.json")))):
         got = reloaded(x, training=False).numpy()
         if not np.allclose(got, want, atol=1e-6):
             raise ExportError(f"exported {name} does not predict what the source model predicts")
+    if getattr(h5, "optimizer", None) is None or not getattr(h5, "compiled_loss", None):
+        raise ExportError("exported model.h5 lost its training configuration")
 
 
 def export_model(source: str, out: Path) -> dict[str, Any]:
@@ -132,12 +198,15 @@ def export_model(source: str, out: Path) -> dict[str, Any]:
     else:
         model, state = load_checkpoint_model(Path(source))
         kind = "checkpoint"
-    save_model(model, out)
+    training, origin = state.get("training") or (TrainingConfig(), "default (the source carries none)")
+    save_model(model, out, training)
     _check_round_trip(model, out)
     summary = {
         "source": source, "kind": kind, "model_id": state.get("model_id"), "step": state.get("step"),
         "input_shape": [int(d) for d in model.input_shape[1:]], "classes": int(model.output_shape[-1]),
         "params": int(model.count_params()),
+        "training": {"from": origin, "optimizer": training.optimizer, "learning_rate": training.learning_rate,
+                     "loss": training.loss, "metrics": list(training.metrics)},
         "files": {"keras_h5": str(out / "model.h5"), "tfjs_layers": str(out / "tfjs" / "model.json")},
     }  # fmt: skip
     (out / "export.json").write_text(json.dumps(summary, indent=2))

@@ -1,21 +1,24 @@
 """Build a swarm's manifest and blobs, sign them, and upload them to a signaling server.
 
-A model comes from one of three sources, all turned into a tf_keras model first (so every
+A model comes from one of these sources, all turned into a tf_keras model first (so every
 source is checked the same way) and then into TF.js layers format for the manifest:
 
-* a Keras ``.h5`` file (whole model: topology and weights),
+* a Keras 3 file: ``.keras``, or ``.h5`` saved by Keras 3 (rebuilt in tf_keras: ``apps/keras3.py``),
+* a tf_keras ``.h5`` file (whole model: topology and weights),
 * a TF.js layers-format directory (``model.json`` + weight shards),
 * a no-code MLP spec (input size, hidden layers ``UNITS[:ACTIVATION]``, output classes).
 
-Everything is checked locally before anything is uploaded; a bad input raises
-``PublishInputError`` naming what is wrong.
+The model must then be one a browser peer can load and train (``apps/tfjs_compat.py``), or be
+published for Python peers only (``python_only``), and its published topology must rebuild in
+tf_keras as a peer builds it, predicting what the source model predicts. Everything is
+checked locally before anything is uploaded; a bad input raises ``PublishInputError`` naming
+what is wrong (for a layer: its name, and what to do).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import secrets
 import tempfile
 import warnings
@@ -44,6 +47,7 @@ from protocols.manifest import (
 )
 from protocols.signaling import IceServer
 
+from . import keras3, tfjs_compat
 from .datasets import DatasetError, load_dataset, load_mnist, nonempty_partition, train_test_split
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "elu", "selu", "softplus", "linear", "gelu", "swish")
@@ -77,8 +81,9 @@ class DataOptions:
 
 
 def _tf() -> Any:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    from .quiet import import_tensorflow
+
+    import_tensorflow()
     import tf_keras
 
     return tf_keras
@@ -121,18 +126,55 @@ def mlp_tfjs(input_size: int, hidden: list[int], classes: int, seed: int, activa
 
 
 def load_h5(path: Path) -> Any:
-    """A whole Keras model saved as .h5 (topology and weights)."""
+    """A whole Keras model saved as .h5 (topology and weights), by tf_keras or by Keras 3."""
     if not path.is_file():
         raise PublishInputError(f"model file {path} does not exist")
     with path.open("rb") as f:
         if f.read(8) != HDF5_MAGIC:
             raise PublishInputError(f"{path} is not an HDF5 file; save the model with model.save('model.h5')")
+    version = _prescan(path)
+    if keras3.is_keras3(version):
+        return load_keras3_file(path)
     tf_keras = _tf()
     try:
         return tf_keras.models.load_model(path, compile=False)
     except Exception as exc:  # h5py/Keras raise many types for a broken file; all mean "not a model"
         raise PublishInputError(f"{path} is not a loadable Keras model ({type(exc).__name__}: {_first_line(exc)}); "
                                 "it must hold a whole model (model.save), not only weights") from None  # fmt: skip
+
+
+def _prescan(path: Path) -> str:
+    """The Keras version that wrote ``path``, after refusing layers no peer will build (before
+    loading anything: Keras 3 itself refuses a Lambda with a message about safe mode)."""
+    try:
+        version, config = keras3.file_config(path)
+    except keras3.ConversionError as exc:
+        raise PublishInputError(str(exc)) from None
+    _refuse_code(config)
+    return version
+
+
+def _refuse_code(config: Any) -> None:
+    for class_name, name, _ in keras3.layer_configs(config):
+        if class_name == "Lambda":
+            raise PublishInputError(f"layer {name!r} (Lambda): {tfjs_compat.UNSUPPORTED['Lambda']}")
+
+
+def load_keras3_file(path: Path) -> Any:
+    """A Keras 3 ``.keras`` or ``.h5`` file as a tf_keras model with the same weights."""
+    if not path.is_file():
+        raise PublishInputError(f"model file {path} does not exist")
+    if path.suffix.lower() == ".keras":
+        _prescan(path)
+    _tf()
+    try:
+        model = keras3.load_keras3(path)
+    except Exception as exc:  # Keras raises many types for a broken or foreign file
+        raise PublishInputError(f"{path} does not load in Keras 3 ({type(exc).__name__}: {_first_line(exc)})") from None
+    try:
+        return keras3.rebuild(model)
+    except keras3.ConversionError as exc:
+        raise PublishInputError(f"{path}: {exc}") from None
 
 
 def load_tfjs_dir(path: Path) -> Any:
@@ -145,6 +187,7 @@ def load_tfjs_dir(path: Path) -> Any:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PublishInputError(f"{model_json} is not JSON ({exc})") from None
     _check_layers_json(model_json, config)
+    _refuse_code(config.get("modelTopology"))
     from tensorflowjs.converters import load_keras_model
 
     _tf()
@@ -204,15 +247,15 @@ def _first_line(exc: BaseException) -> str:
 
 
 def load_model_source(source: str | Path) -> Any:
-    """A tf_keras model from a ``.h5`` file or a TF.js layers directory / model.json."""
+    """A tf_keras model from a ``.keras`` / ``.h5`` file or a TF.js layers directory / model.json."""
     path = Path(source)
     if path.is_dir() or path.suffix == ".json":
         return load_tfjs_dir(path)
-    if path.suffix.lower() in (".h5", ".hdf5", ".keras"):
-        if path.suffix == ".keras":
-            raise PublishInputError(f"{path}: the .keras zip format is not supported; save as .h5 (save_format='h5')")
+    if path.suffix.lower() == ".keras":
+        return load_keras3_file(path)
+    if path.suffix.lower() in (".h5", ".hdf5"):
         return load_h5(path)
-    raise PublishInputError(f"model {path}: give a Keras .h5 file or a TF.js layers directory with model.json")
+    raise PublishInputError(f"model {path}: give a Keras .keras or .h5 file or a TF.js layers directory with model.json")
 
 
 def model_io(model: Any) -> tuple[list[int], int]:
@@ -243,6 +286,8 @@ def _ends_in_softmax(model: Any) -> bool:
 
 
 def keras_to_tfjs(model: object) -> tuple[dict, list[WeightSpec], bytes]:
+    """(modelTopology as TF.js reads it, weight specs, weights blob) of a tf_keras model."""
+    _tf()
     import tensorflowjs as tfjs
 
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
@@ -257,7 +302,26 @@ def keras_to_tfjs(model: object) -> tuple[dict, list[WeightSpec], bytes]:
                 if w.get("dtype", "float32") != "float32" or "quantization" in w:
                     raise PublishInputError(f"weight {w['name']} is not plain float32; re-save the model unquantized")
                 specs.append(WeightSpec(name=w["name"], shape=w["shape"]))
-    return config["modelTopology"], specs, blob
+    topology = {k: v for k, v in config["modelTopology"].items() if k != "training_config"}  # the manifest says how to train
+    return tfjs_compat.for_tfjs(topology, tfjs_compat.flat_flattens(model)), specs, blob
+
+
+def check_peers_can_build(model: Any, topology: dict, specs: list[WeightSpec], blob: bytes) -> None:
+    """The published topology and weights, built as a Python peer builds them (tf_keras, safe
+    mode: no code from a manifest runs), must predict what ``model`` predicts."""
+    from tensorflowjs.converters.keras_tfjs_loader import deserialize_keras_model
+    from tf_keras.src.saving.serialization_lib import SafeModeScope
+
+    config = {"modelTopology": topology, "weightsManifest": [{"paths": ["w"], "weights": [w.model_dump() for w in specs]}]}
+    try:
+        with SafeModeScope(True):  # as peer/trainer.py build_model
+            built = deserialize_keras_model(config, weight_data=[blob])
+    except Exception as exc:  # tf_keras raises many types; all mean "a peer cannot build it"
+        raise PublishInputError(f"Python peers cannot build the published model ({_first_line(exc)})") from None
+    shape = (4, *[int(d) for d in model.input_shape[1:]])
+    x = np.random.default_rng(0).random(shape, dtype=np.float32)
+    if not np.allclose(built(x, training=False).numpy(), model(x, training=False).numpy(), rtol=1e-5, atol=1e-6):
+        raise PublishInputError("the published model, built as a peer builds it, predicts differently from the source model")
 
 
 # --- datasets --------------------------------------------------------------------------
@@ -347,11 +411,13 @@ def build_publication(
     training: TrainingConfig | None = None,
     gossip: GossipConfig | None = None,
     ice_servers: list[IceServer] | None = None,
+    python_only: bool = False,
 ) -> Publication:
     """Load and check the model and dataset, shard the data, and sign the manifest.
 
-    ``model`` is a .h5 file or TF.js directory; without it a no-code MLP is built from
-    ``hidden`` with ``input_size``/``classes`` defaulting to the dataset's.
+    ``model`` is a .keras/.h5 file or TF.js directory; without it a no-code MLP is built from
+    ``hidden`` with ``input_size``/``classes`` defaulting to the dataset's. A model browsers
+    cannot train is refused unless ``python_only`` (then the manifest says so).
     """
     data = data or DataOptions()
     loaded = load_data(data)
@@ -366,17 +432,21 @@ def build_publication(
         n_out = classes if classes is not None else int(loaded[2].max()) + 1  # type: ignore[index]
         keras_model = mlp_model(n_in, hidden if hidden is not None else [(128, "relu")], max(2, n_out), seed)
     input_shape, n_classes = model_io(keras_model)
+    problems = tfjs_compat.browser_problems(keras_model)
+    if problems and not python_only:
+        raise PublishInputError(tfjs_compat.refusal(problems))
     dataset, blobs = None, {}
     if loaded is not None:
         ds_name, x, y = loaded
         x = fit_to_model(ds_name, x, y, input_shape, n_classes)
         dataset, blobs = dataset_blobs_from(ds_name, x, y, n_classes, data, seed)
     topology, specs, weights = keras_to_tfjs(keras_model)
+    check_peers_can_build(keras_model, topology, specs, weights)
     blobs[sha256(weights).hex()] = weights
     manifest = Manifest(
         swarm_id=swarm_id or secrets.token_hex(16), name=name, publisher_key=public_key_bytes(key).hex(),
         model=ModelSpec(topology=topology, weights=specs,
-                        initial_weights=BlobRef(digest=sha256(weights).hex(), size=len(weights))),
+                        initial_weights=BlobRef(digest=sha256(weights).hex(), size=len(weights)), python_only=python_only),
         training=training or TrainingConfig(), gossip=gossip or GossipConfig(), dataset=dataset,
         ice_servers=ice_servers or [],
     )  # fmt: skip

@@ -1,7 +1,11 @@
 """The local model: loaded from the manifest's TF.js layers topology, trained with tf.function.
 
 TensorFlow is imported here only, so the rest of the peer (and the signaling server) never
-pay its import cost. Weights are exchanged in the order of the manifest's ``weights`` list.
+pay its import cost. Weights are exchanged in the order of the manifest's ``weights`` list:
+every weight of the model, trainable or not. Non-trainable state (BatchNormalization's
+moving mean and variance) is averaged by gossip like any weight (what FedAvg does; docs/
+PROTOCOL.md "Non-trainable weights"); the optimizer updates only the trainable ones, and a
+layer updates its own statistics when called with ``training=True``.
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 from tensorflowjs.converters.keras_tfjs_loader import deserialize_keras_model
+from tf_keras.src.saving.serialization_lib import SafeModeScope
 
-from protocols.manifest import Manifest
+from protocols.manifest import Manifest, TrainingConfig
 
 from .averaging import Weights
 from .gossip import Update
@@ -37,18 +42,40 @@ def split_weights_blob(manifest: Manifest, blob: bytes) -> Weights:
 
 
 def build_model(manifest: Manifest, initial: bytes) -> tf_keras.Model:
+    """The manifest's model in Keras safe mode: a topology carrying Python code (a Lambda
+    layer's marshalled bytecode) is refused, never run; a manifest is anyone's JSON."""
     config = {
         "modelTopology": manifest.model.topology,
         "weightsManifest": [{"paths": ["weights.bin"], "weights": [w.model_dump() for w in manifest.model.weights]}],
     }
-    return deserialize_keras_model(config, weight_data=[initial])
+    with SafeModeScope(True):
+        return deserialize_keras_model(config, weight_data=[initial])
 
 
-def _optimizer(manifest: Manifest) -> tf_keras.optimizers.Optimizer:
+def optimizer_for(cfg: TrainingConfig) -> tf_keras.optimizers.Optimizer:
     """The manifest's optimizer; ``clipnorm`` clips each gradient tensor to that L2 norm (Keras semantics)."""
-    cfg = manifest.training
     kinds = {"sgd": tf_keras.optimizers.SGD, "rmsprop": tf_keras.optimizers.RMSprop, "adam": tf_keras.optimizers.Adam}
     return kinds[cfg.optimizer](learning_rate=cfg.learning_rate, clipnorm=cfg.clipnorm)
+
+
+ACCURACY_FOR_LOSS = {"sparse_categorical_crossentropy": "SparseCategoricalAccuracy",
+                     "categorical_crossentropy": "CategoricalAccuracy", "binary_crossentropy": "BinaryAccuracy"}
+
+
+def keras_metrics(cfg: TrainingConfig) -> list[tf_keras.metrics.Metric | str]:
+    """The manifest's metrics for ``compile``. "accuracy" becomes the accuracy class of the loss,
+    under the name "accuracy": a reloaded model would otherwise guess it again, from a saved
+    config that no longer says which labels the loss takes. Other names Keras resolves itself."""
+    accuracy = ACCURACY_FOR_LOSS.get(str(cfg.loss))
+    return [getattr(tf_keras.metrics, accuracy)(name=name) if name == "accuracy" and accuracy else name
+            for name in cfg.metrics]  # fmt: skip
+
+
+def compile_for(model: tf_keras.Model, cfg: TrainingConfig, optimizer: tf_keras.optimizers.Optimizer | None = None) -> None:
+    """Compile ``model`` with the manifest's optimizer, loss and metrics, so a saved .h5 carries
+    them (``training_config``) and ``load_model`` gives a model ``fit`` continues from, in
+    tf_keras and in Keras 3. The loss is its name: Keras 3 cannot read tf_keras loss objects."""
+    model.compile(optimizer=optimizer or optimizer_for(cfg), loss=cfg.loss, metrics=keras_metrics(cfg))
 
 
 def warmup_lr(learning_rate: float, warmup_steps: int, step: int) -> float:
@@ -71,8 +98,11 @@ class Trainer:
         self.manifest = manifest
         self.model = build_model(manifest, initial_weights)
         self._vars = self._manifest_order()
-        self.optimizer = _optimizer(manifest)
+        self.optimizer = optimizer_for(manifest.training)
         self.loss_fn = tf_keras.losses.SparseCategoricalCrossentropy()
+        # compiled only so that a checkpoint's model.h5 carries the training configuration and
+        # the optimizer state (see compile_for); training itself is _train_step, not fit
+        compile_for(self.model, manifest.training, self.optimizer)
         self.x, self.y = train
         self.x_test, self.y_test = test
         self.batch_size = manifest.training.batch_size

@@ -50,6 +50,11 @@ class ModelSpec(_Strict):
     topology: dict[str, Any] = Field(description="TF.js layers-format modelTopology (Keras JSON)")
     weights: list[WeightSpec] = Field(min_length=1, max_length=1024)
     initial_weights: BlobRef = Field(description="float32 little-endian tensors concatenated in `weights` order")
+    python_only: bool = Field(
+        default=False,
+        description="the topology has layers TensorFlow.js cannot load or train: only Python peers can join "
+        "(browser peers show why instead of training)",
+    )
 
     @model_validator(mode="after")
     def _size_matches(self) -> ModelSpec:

@@ -4,7 +4,7 @@
 // (stats, links), which is also where tests read them.
 /* global Chart */
 import { parseCsv } from "./dataset.js";
-import { pinPublisher, publisherPinFromHash } from "./manifest.js";
+import { fetchManifest, pinPublisher, publisherPinFromHash } from "./manifest.js";
 import { BrowserPeer } from "./peer.js";
 
 const $ = (id) => document.getElementById(id);
@@ -137,6 +137,27 @@ function renderSignaling(mesh) {
   $("signal-rejected").tBodies[0].innerHTML = refused.map(([r, n]) => `<tr><td>${r}</td><td>${n}</td></tr>`).join("");
 }
 
+/**
+ * A swarm published for Python peers only (manifest model.python_only: its model has layers
+ * TensorFlow.js cannot load or train) is explained, with the command that joins it, instead of
+ * failing on the model ("Unknown layer: ..."). A manifest that does not load is left to peer.start().
+ */
+async function showPythonOnly() {
+  let manifest;
+  try {
+    ({ manifest } = await fetchManifest(location.origin, swarmId));
+  } catch {
+    return false;
+  }
+  if (!manifest.model.python_only) return false;
+  $("python-only").hidden = false;
+  $("python-only-command").textContent = `swarm join ${location.origin}${location.pathname}${location.hash}`;
+  $("swarm-name").textContent = `— ${manifest.name}`;
+  $("status").textContent = "Python peers only: this swarm's model cannot run in a browser";
+  $("status-dot").className = "dot wait";
+  return true;
+}
+
 async function main() {
   if (!swarmId) {
     $("status").textContent = "no swarm id in the link: open /s/<swarm id>";
@@ -179,6 +200,7 @@ async function main() {
       peer.log(`cannot use ${file.name}: ${err.message}`);
     }
   };
+  if (await showPythonOnly()) return;
   setupDrawing(peer);
   setInterval(() => render(peer, charts), 500);
   render(peer, charts);

@@ -1,12 +1,20 @@
 // The local model in TensorFlow.js: loaded from the manifest's layers topology and initial
-// weights, trained on the local shard. Weights are exchanged in the manifest's `weights` order.
+// weights, trained on the local shard. Weights are exchanged in the manifest's `weights` order:
+// all of them, trainable or not (BatchNormalization's moving mean and variance are averaged by
+// gossip like any weight, as in peer/trainer.py; a layer updates its own statistics when applied
+// with training: true, and the optimizer touches only trainable variables).
 /* global tf */
 
 const WASM_DIR = "/peer/node_modules/@tensorflow/tfjs-backend-wasm/dist/";
 
-/** wasm is fastest for dense nets but has no conv gradients; webgl for convolutional models. */
+/**
+ * wasm is fastest for dense nets, but lacks the gradients of convolutions (Conv2DBackpropFilter,
+ * DepthwiseConv2dNativeBackpropFilter) and embeddings (UnsortedSegmentSum), and its MaxPool3D
+ * predicts wrongly: webgl for those. Mirrored by apps/tfjs_compat.py (WEBGL_LAYERS), which the
+ * publisher checks against; tests/test_tfjs_compat.py trains every layer on the backend chosen here.
+ */
 export function preferredBackend(topology) {
-  return /"class_name":\s*"(Conv|DepthwiseConv|SeparableConv)/.test(JSON.stringify(topology)) ? "webgl" : "wasm";
+  return /"class_name":\s*"(Conv|DepthwiseConv|SeparableConv|Embedding|MaxPooling3D)/.test(JSON.stringify(topology)) ? "webgl" : "wasm";
 }
 
 /**
@@ -87,6 +95,8 @@ export class Trainer {
     const model = await tf.loadLayersModel(tf.io.fromMemory({
       modelTopology: manifest.model.topology, weightSpecs: manifest.model.weights, weightData,
     }));
+    // "Download model" saves this with the model: `swarm export` compiles model.h5 from it
+    model.setUserDefinedMetadata({ gossip_swarm: { training: manifest.training } });
     return new Trainer(manifest, model, train, test, seed);
   }
 
