@@ -208,7 +208,14 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     from research.config import load
     from research.experiment import run_experiment
 
-    config = load(args.config, args.set or [])
+    overrides = list(args.set or [])
+    if args.backend:
+        overrides.append(f"backend={args.backend}")
+    if args.ray_address:
+        overrides.append(f"sim.ray_address={args.ray_address}")
+    if args.ray_workers:
+        overrides.append(f"sim.ray_workers={args.ray_workers}")
+    config = load(args.config, overrides)
     out = args.out or Path("runs") / config.name
     summary = run_experiment(config, out, show_progress=not args.quiet)
     for method, entry in summary["methods"].items():
@@ -343,6 +350,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("experiment", help="compare gossip with central averaging (FedAvg), local and pooled")
     s.add_argument("config", type=Path, nargs="?", help="experiment TOML (see experiments/)")
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. swarm.peers=64 (repeatable)")
+    s.add_argument("--backend", choices=["sim", "webrtc", "ray"],
+                   help="override the config's backend; ray: the simulator with its peer blocks on Ray workers")
+    s.add_argument("--ray-address", metavar="ADDR", help="ray backend: an existing cluster (default: a local Ray instance)")
+    s.add_argument("--ray-workers", type=int, metavar="N", help="ray backend: actors to spread sim.blocks over (default: one per block)")
     s.add_argument("--out", type=Path, help="output directory (default: runs/<name>)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_experiment)

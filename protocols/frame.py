@@ -26,6 +26,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from . import PROTOCOL_VERSION
+from .chunking import CHUNK_HEADER_SIZE
 from .codecs import Shape, codec_for
 from .crypto import SIGNATURE_SIZE, public_key_bytes, sha256, sign, verify
 from .errors import ProtocolError, SignatureError
@@ -100,6 +101,21 @@ class Frame:
             if not np.isfinite(a).all():
                 raise ProtocolError("payload holds NaN or infinite values", reason="non_finite")
         return arrays
+
+
+def frame_size(shapes: Sequence[Shape], codec: int = 0, *, message_size: int | None = None) -> int:
+    """Bytes of one encoded frame with tensors of ``shapes`` under ``codec`` (header, layout, digest,
+    signature, payload): ``len(build_frame(...).encode())`` without building it.
+
+    With ``message_size`` (e.g. ``chunking.MAX_MESSAGE_SIZE``), the bytes the data channel carries:
+    the frame plus one chunk header per message (``chunking.split_frame``). Every size in the peers,
+    the browser (``frame.js`` ``frameSize``), the simulator and the benchmarks comes from here.
+    """
+    layout = sum(1 + 4 * len(s) for s in shapes)
+    size = FIXED_HEADER_SIZE + layout + DIGEST_SIZE + SIGNATURE_SIZE + (codec_for(codec).encoded_size(shapes) if shapes else 0)
+    if message_size is None:
+        return size
+    return size + CHUNK_HEADER_SIZE * max(1, -(-size // (message_size - CHUNK_HEADER_SIZE)))
 
 
 def build_frame(

