@@ -179,27 +179,31 @@ class Replay:
             del self.values[token]
         return value
 
+    def _put(self, token: int, value: Weights) -> None:
+        if self._uses.get(token, 0) > 0:  # a frame nobody reads (its exchange timed out) is not kept
+            self.values[token] = value
+
     def _train(self, ops: list[Op]) -> None:
         inputs = [self._take(op.inputs[0]) for op in ops]
         outputs = self.plane.blocks.train([op.peer for op in ops], inputs, [op.steps for op in ops])
         for op, w in zip(ops, outputs, strict=True):
-            self.values[op.out] = w
+            self._put(op.out, w)
 
     def _cheap(self, op: Op, last: bool) -> None:
         if op.kind == "send":
-            self.values[op.out] = self._send(op.peer, op.dst, self._take(op.inputs[0]))
+            self._put(op.out, self._send(op.peer, op.dst, self._take(op.inputs[0])))
         elif op.kind == "merge":
             mine, theirs = self._take(op.inputs[0]), self._take(op.inputs[1])
             if op.peer in self.plane.attackers:  # a Byzantine peer keeps its own model
-                self.values[op.out] = mine
+                self._put(op.out, mine)
                 return
             merged, weight = self.plane.rules[op.peer](mine, op.scalars[0], theirs, op.scalars[1])
             if not np.isclose(weight, op.scalars[2], rtol=1e-12, atol=1e-12):
                 raise AssertionError(f"peer {op.peer}: the rule gave weight {weight} on tensors, {op.scalars[2]} on placeholders")
-            self.values[op.out] = merged
+            self._put(op.out, merged)
         elif op.kind == "aggregate":
             models = [self._take(t) for t in op.inputs]
-            self.values[op.out] = weighted_average(list(zip(models, op.scalars, strict=True)))
+            self._put(op.out, weighted_average(list(zip(models, op.scalars, strict=True))))
         elif op.kind == "evaluate":
             models = [self._take(t) for t in op.inputs]
             acc = self.plane.evaluate(models)
