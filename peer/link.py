@@ -4,19 +4,40 @@ Frames are split into <= 256 KiB messages (``protocols.chunking``) and sent with
 backpressure: the sender waits for ``bufferedamountlow`` whenever more than ``high_water``
 bytes are queued, because aiortc buffers without limit and Chromium throws past 16 MiB.
 Sends are serialized per link so frames (and their sequence numbers) arrive in order.
+
+What arrives is refused and reported before it costs more (``on_chunk_error``; ``refusals``
+counts them per link, and the transport makes each a strike against the sender): a text
+message, a message above 256 KiB, a chunk that breaks the reassembly rules. The rest of a
+refused transfer is dropped unseen, so one bad frame is one strike, not one per chunk. A
+watchdog reads aiortc's SCTP reassembly: a message that passes 256 KiB while still arriving is
+refused at once and the link closed (aiortc would buffer all of it, and an ordered channel
+cannot skip it); a link with a message or transfer in flight that makes no progress for
+``STALL_TIMEOUT_S`` is dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import socket
+import struct
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from enum import Enum
 
 from aiortc import RTCDataChannel, RTCPeerConnection
+from aiortc.rtcsctptransport import SCTP_DATA_FIRST_FRAG, SCTP_DATA_LAST_FRAG
 
-from protocols.chunking import DEFAULT_MESSAGE_SIZE, Reassembler, split_frame
+from protocols.chunking import (
+    CHUNK_HEADER_SIZE,
+    CHUNK_MAGIC,
+    DEFAULT_MESSAGE_SIZE,
+    MAX_MESSAGE_SIZE,
+    Reassembler,
+    split_frame,
+)
 from protocols.errors import ChunkError
 from protocols.signaling import PeerInfo
 
@@ -24,6 +45,10 @@ log = logging.getLogger("peer.link")
 
 HIGH_WATER = 4 * 1024 * 1024
 LOW_WATER = 1 * 1024 * 1024
+STALL_TIMEOUT_S = 10.0  # a message or transfer in flight and nothing more of it for this long: drop the link
+WATCH_INTERVAL_S = 0.25
+REFUSED_TRANSFERS = 16  # refused transfers remembered per link, so the rest of their chunks is no new strike
+_CHUNK_FIELDS = struct.Struct(">III")  # transfer_id, index, count after the magic (protocols.chunking layout)
 
 
 SOCKET_BUFFER = 4 * 1024 * 1024
@@ -87,6 +112,33 @@ class LinkState(Enum):
 FrameHandler = Callable[["PeerLink", bytes], Awaitable[None]]
 
 
+def sctp_inbound(pc: RTCPeerConnection) -> tuple[int, int, object]:
+    """(bytes in aiortc's SCTP reassembly, the largest message seen so far in it, a progress marker).
+
+    The largest message counts a run of consecutive fragments from a first fragment, so it never
+    overstates a message's size, whatever arrives out of order. Zeros when aiortc's internals
+    differ (then only the chunk-level checks apply).
+    """
+    try:
+        sctp = pc.sctp
+        held = largest = 0
+        for stream in sctp._inbound_streams.values():  # type: ignore[union-attr]
+            run, expected = 0, None
+            for chunk in stream.reassembly:
+                held += len(chunk.user_data)
+                if chunk.flags & SCTP_DATA_FIRST_FRAG:
+                    run, expected = 0, chunk.tsn
+                if chunk.tsn != expected:
+                    run, expected = 0, None
+                    continue
+                run += len(chunk.user_data)
+                largest = max(largest, run)
+                expected = None if chunk.flags & SCTP_DATA_LAST_FRAG else (chunk.tsn + 1) & 0xFFFFFFFF
+        return held, largest, (sctp._last_received_tsn, held)  # type: ignore[union-attr]
+    except AttributeError:
+        return 0, 0, None
+
+
 class PeerLink:
     def __init__(
         self,
@@ -99,6 +151,7 @@ class PeerLink:
         on_chunk_error: Callable[[PeerLink, str], None],
         message_size: int = DEFAULT_MESSAGE_SIZE,
         send_timeout: float = 30.0,
+        stall_timeout: float = STALL_TIMEOUT_S,
     ) -> None:
         self.remote = remote
         self.remote_key = bytes.fromhex(remote.public_key)
@@ -115,6 +168,13 @@ class PeerLink:
         self._transfer_id = 0
         self._low = asyncio.Event()
         self._on_frame, self._on_closed, self._on_chunk_error = on_frame, on_closed, on_chunk_error
+        self.refusals = 0  # messages refused as abuse of this link (transport.collect_abuse strikes them)
+        self.last_refusal: str | None = None
+        self.stall_timeout = stall_timeout
+        self.closed_reason: str | None = None
+        self._refused: OrderedDict[int, tuple[int, int, int]] = OrderedDict()  # transfer -> (count, total, chunks left)
+        self._progress: object = None
+        self._progress_at = time.monotonic()
         self._tasks: set[asyncio.Task[None]] = set()
         pc.on("connectionstatechange", self._on_connection_state)
 
@@ -130,6 +190,7 @@ class PeerLink:
         if state == LinkState.OPEN:
             enlarge_socket_buffers(self.pc)
             self.opened.set()
+            self._spawn(self._watch())
         elif state == LinkState.CLOSED:
             self._low.set()  # wake blocked senders so they notice the close
             for task in self._tasks:
@@ -175,20 +236,89 @@ class PeerLink:
         if self.pc.connectionState in ("failed", "closed"):
             asyncio.ensure_future(self.close())
 
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _refuse(self, reason: str, detail: str) -> None:
+        """Count what the neighbor sent as abuse under ``reason``, then report it (a strike, in the transport)."""
+        log.debug("refused from %s: %s (%s)", self.peer_id[:8], detail, reason)
+        self.refusals += 1
+        self.last_refusal = reason
+        self._on_chunk_error(self, reason)
+
     def _on_message(self, message: bytes | str) -> None:
+        if self.state == LinkState.CLOSED or self.closed_reason is not None:
+            return  # the tail of a link we drop (a ban, an oversized message) costs nothing more
         if isinstance(message, str):
-            self._on_chunk_error(self, "malformed")
+            self._refuse("malformed", "a text message")
             return
         self.bytes_received += len(message)
+        if len(message) > MAX_MESSAGE_SIZE:
+            self._refuse("oversize", f"a message of {len(message)} bytes, above {MAX_MESSAGE_SIZE}")
+            return
+        if self._rest_of_refused(message):
+            return
         try:
             frame = self.reassembler.feed(message)
         except ChunkError as exc:
-            self._on_chunk_error(self, exc.reason)
+            self._remember_refused(message)
+            self._refuse(exc.reason, str(exc))
             return
         if frame is not None:
-            task = asyncio.ensure_future(self._on_frame(self, frame))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._on_frame(self, frame))
+
+    def _fields(self, message: bytes) -> tuple[int, int, int, int] | None:
+        """(transfer id, index, count, total) of a chunk with a good magic, else None."""
+        if len(message) < CHUNK_HEADER_SIZE or message[:2] != CHUNK_MAGIC:
+            return None
+        tid, index, count = _CHUNK_FIELDS.unpack_from(message, 2)
+        return tid, index, count, int.from_bytes(message[14:18], "big")
+
+    def _remember_refused(self, message: bytes) -> None:
+        fields = self._fields(message)
+        if fields is None:
+            return  # no transfer to speak of: every such message is its own strike
+        tid, _, count, total = fields
+        # as many more chunks as a sender of full-size messages needs for ``total`` bytes, at most
+        per = MAX_MESSAGE_SIZE - CHUNK_HEADER_SIZE
+        self._refused[tid] = (count, total, max(0, min(count, math.ceil(total / per)) - 1))
+        self._refused.move_to_end(tid)
+        while len(self._refused) > REFUSED_TRANSFERS:
+            self._refused.popitem(last=False)
+
+    def _rest_of_refused(self, message: bytes) -> bool:
+        """Whether ``message`` is a further chunk of a transfer already refused (dropped, no new strike)."""
+        fields = self._fields(message)
+        entry = self._refused.get(fields[0]) if fields is not None else None
+        if fields is None or entry is None or (fields[2], fields[3]) != entry[:2] or entry[2] == 0:
+            return False
+        self._refused[fields[0]] = (entry[0], entry[1], entry[2] - 1)
+        return True
+
+    async def _watch(self) -> None:
+        """While open: refuse a message above MAX_MESSAGE_SIZE as it arrives, and drop a stalled link."""
+        while self.state == LinkState.OPEN:
+            await asyncio.sleep(WATCH_INTERVAL_S)
+            self.check_inbound(time.monotonic())
+
+    def check_inbound(self, now: float) -> None:
+        held, largest, progress = sctp_inbound(self.pc)
+        if largest > MAX_MESSAGE_SIZE:
+            self._refuse("oversize", f"a message still arriving, already {largest} bytes, above {MAX_MESSAGE_SIZE}")
+            self._spawn_close("oversize message")
+            return
+        marker = (progress, self.bytes_received)
+        if marker != self._progress:
+            self._progress, self._progress_at = marker, now
+        elif (held or self.reassembler.buffered) and now - self._progress_at > self.stall_timeout:
+            log.info("dropping %s: a transfer in flight made no progress for %.0f s", self.peer_id[:8], self.stall_timeout)
+            self._spawn_close("stalled")
+
+    def _spawn_close(self, reason: str) -> None:
+        self.closed_reason = self.closed_reason or reason
+        asyncio.ensure_future(self.close(reason))
 
     async def send(self, build: Callable[[], bytes]) -> None:
         """Build a frame under the link's send lock and send it in chunks with backpressure."""
@@ -207,8 +337,9 @@ class PeerLink:
                     self.channel.send(chunk)
                     self.bytes_sent += len(chunk)
 
-    async def close(self) -> None:
+    async def close(self, reason: str = "closed") -> None:
         if self.state == LinkState.CLOSED:
             return
+        self.closed_reason = self.closed_reason or reason
         self._set_state(LinkState.CLOSED)
         await self.pc.close()

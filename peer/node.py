@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +21,10 @@ from rich.console import Console
 
 from protocols.codecs import CodecId, codec_for
 from protocols.crypto import peer_id_of, public_key_bytes
-from protocols.dataset import decode_shard
+from protocols.dataset import decode_shard, features_float32
 from protocols.frame import FIXED_HEADER_SIZE
 from protocols.manifest import Manifest
-from protocols.signaling import Report
+from protocols.signaling import ErrorCode, Report, Welcome
 
 from . import checkpoint
 from .config import PeerConfig, ws_url
@@ -31,11 +33,11 @@ from .averaging import ClippedPairAverage, bounded_pair_average
 from .fedavg import FedAvgAggregator, adopt
 from .gossip import GossipEngine, Outcome
 from .ice import use_candidate_addresses
-from .identity import load_or_create
+from .identity import default_identity_path, load_or_create
 from .link import quiet_closed_transport_errors
 from .mesh import Mesh, MeshConfig
 from .metrics import JsonLines, PeerMetrics
-from .transport import MeshTransport
+from .transport import FrameSink, MeshTransport
 from .verifier import FrameVerifier
 
 log = logging.getLogger("peer.node")
@@ -43,25 +45,124 @@ _console = Console(stderr=True)
 
 TRAIN_CHUNK = 10  # steps per lock hold: a responder waits at most this long to merge
 PULL_LINK_WAIT_S = 10.0  # a joining peer waits this long for a first neighbor to pull from
+JOIN_TIMEOUT_S = 30.0
 STALE_CHECKPOINT_S = 120.0
 SILENT_AFTER_TIMEOUTS = 2  # exchange timeouts in a row before a neighbor is dropped  # a returning peer whose checkpoint is older pulls the swarm's model
+
+
+class LastGood:
+    """The last finite state of the local model: weights, gossip weight, step and optimizer state.
+
+    Copied at every evaluation and before every exchange; a training chunk that leaves the model
+    non-finite (a learning rate too high, an overflow) is rolled back to it while the trainer's
+    lock is still held, so no neighbor is ever sent those weights (int8 would even turn them into
+    finite garbage that honest peers merge). Call every method with the trainer's lock held.
+    """
+
+    def __init__(self, trainer: Any) -> None:
+        self.trainer = trainer
+        self.rollbacks = 0
+        self._copy: tuple[list[np.ndarray], float, int, dict[str, np.ndarray]] | None = None
+        self.save()
+
+    def save(self) -> None:
+        t = self.trainer
+        weights = t.get_weights()
+        if all(np.isfinite(w).all() for w in weights):
+            optimizer = {v.name: v.numpy() for v in t.optimizer.variables()}
+            self._copy = ([np.array(w) for w in weights], t.gossip_weight, t.step, optimizer)
+
+    def check(self) -> bool:
+        """True if the model is finite; otherwise roll back to the last good copy and return False."""
+        t = self.trainer
+        if all(np.isfinite(w).all() for w in t.get_weights()):
+            return True
+        if self._copy is None:
+            raise RuntimeError("the model's weights are not finite and no finite copy exists: the resumed checkpoint or "
+                               "the published initial weights hold NaN or infinity; remove the checkpoint directory")  # fmt: skip
+        weights, gossip_weight, step, optimizer = self._copy
+        t.assign([w.copy() for w in weights], gossip_weight)
+        for v in t.optimizer.variables():  # Adam's moments went non-finite too; ones made since start from zero
+            v.assign(optimizer[v.name] if v.name in optimizer else np.zeros(v.shape, v.dtype.as_numpy_dtype))
+        lost, t.step = t.step - step, step
+        self.rollbacks += 1
+        log.warning("the local model went non-finite (NaN or infinity) after training; rolled back %d steps to the last "
+                    "finite weights (rollback %d). If this repeats, the learning rate is too high for this data", lost, self.rollbacks)  # fmt: skip
+        return False
 
 
 def default_checkpoint_dir(swarm_id: str, peer_id: str) -> Path:
     return Path.home() / ".local" / "share" / "gossip-swarm" / swarm_id / peer_id
 
 
+def _model_input_shape(manifest: Manifest) -> list[int] | None:
+    """The input shape of one example as the topology's first layer states it (None if it does not)."""
+    topology = manifest.model.topology
+    inner = topology.get("model_config", topology)
+    layers = inner.get("config", {}).get("layers", []) if isinstance(inner, dict) else []
+    cfg = layers[0].get("config", {}) if layers and isinstance(layers[0], dict) else {}
+    shape = cfg.get("batch_input_shape") or cfg.get("batchInputShape")
+    return [int(d) for d in shape[1:]] if isinstance(shape, list) and len(shape) > 1 and None not in shape[1:] else None
+
+
 def load_local_data(path: Path, manifest: Manifest) -> tuple[np.ndarray, np.ndarray]:
-    """A contributor's own .npz (arrays x, y), checked against the model's input and classes."""
-    with np.load(path) as npz:
-        if "x" not in npz or "y" not in npz:
-            raise ValueError(f"{path} must hold arrays named x and y")
-        x, y = npz["x"].astype(np.float32), npz["y"].astype(np.int64)
+    """A contributor's own .npz (arrays x, y), checked as published shards are, and scaled as they are.
+
+    Refused with a ValueError that says what to fix (never a TensorFlow traceback later): arrays
+    missing or of different lengths, examples that do not fit the model's input, NaN or infinite
+    features (one such value makes the model NaN, and int8 gossip would pass it on as finite
+    garbage), labels that are not class indices of this model (1..K instead of 0..K-1, one-hot).
+    uint8 features are scaled by 1/255, exactly as ``protocols.dataset`` scales published shards.
+    """
+    try:
+        with np.load(path) as npz:
+            if "x" not in npz or "y" not in npz:
+                raise ValueError(f"{path} must hold arrays named x and y (np.savez(path, x=features, y=labels))")
+            x_raw, y_raw = npz["x"], npz["y"]
+    except (OSError, EOFError, zipfile.BadZipFile, ValueError) as exc:
+        if "arrays named x and y" in str(exc):
+            raise
+        raise ValueError(f"{path} is not a .npz file of numeric arrays x and y: {exc}") from None
     ds = manifest.dataset
-    if ds is not None and (list(x.shape[1:]) != ds.input_shape or y.min() < 0 or y.max() >= ds.num_classes):
-        raise ValueError(f"{path}: examples of shape {x.shape[1:]} with labels in [{y.min()}, {y.max()}] "
-                         f"do not fit input {ds.input_shape} and {ds.num_classes} classes")  # fmt: skip
-    return x, y
+    want = ds.input_shape if ds is not None else _model_input_shape(manifest)
+    classes = ds.num_classes if ds is not None else int(manifest.model.weights[-1].shape[-1])
+    x = _local_features(path, x_raw, want)
+    return x, _local_labels(path, y_raw, len(x), classes)
+
+
+def _local_features(path: Path, x: np.ndarray, want: list[int] | None) -> np.ndarray:
+    if x.dtype.kind not in "biuf" or x.ndim < 2 or len(x) == 0:
+        raise ValueError(f"{path}: x must be a non-empty numeric array of examples (n, ...), got {x.dtype} of shape {x.shape}")
+    if want is not None and list(x.shape[1:]) != want:
+        if math.prod(x.shape[1:]) != math.prod(want):
+            raise ValueError(f"{path}: examples of shape {list(x.shape[1:])} do not fit the model's input {want}")
+        x = x.reshape((len(x), *want))  # the same values, e.g. 28x28 images for a 784-input model
+    with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf: refused below
+        features = features_float32(x)
+    bad = ~np.isfinite(features)
+    if bad.any():
+        rows = np.unique(np.nonzero(bad.reshape(len(features), -1))[0])
+        raise ValueError(f"{path}: {int(bad.sum())} features are NaN or infinite (or beyond float32's range), "
+                         f"in {len(rows)} examples (first: row {int(rows[0])}); drop or impute them before training")  # fmt: skip
+    return features
+
+
+def _local_labels(path: Path, y: np.ndarray, n: int, classes: int) -> np.ndarray:
+    if y.ndim == 2 and y.shape[1] == classes and y.shape[1] > 1:
+        raise ValueError(f"{path}: y looks one-hot ({y.shape}); pass class indices instead: y = y.argmax(axis=1)")
+    y = y.reshape(-1) if y.ndim == 2 and y.shape[1] == 1 else y
+    if y.ndim != 1 or len(y) != n:
+        raise ValueError(f"{path}: {n} examples but y has shape {y.shape}; one class index per example is needed")
+    if y.dtype.kind not in "biuf" or (y.dtype.kind == "f" and not (np.isfinite(y).all() and (y == np.round(y)).all())):
+        raise ValueError(f"{path}: labels must be whole class indices 0..{classes - 1}, got {y.dtype} values such as {y[:3].tolist()}")
+    labels = y.astype(np.int64)
+    low, high = int(labels.min()), int(labels.max())
+    if low >= 1 and high == classes:
+        raise ValueError(f"{path}: labels run {low}..{high}, but this model's {classes} classes are 0..{classes - 1}: "
+                         "subtract 1 (y = y - 1)")  # fmt: skip
+    if low < 0 or high >= classes:
+        raise ValueError(f"{path}: labels in [{low}, {high}] are not classes of this model (0..{classes - 1})")
+    return labels
 
 
 def max_frame_size(manifest: Manifest) -> int:
@@ -78,6 +179,7 @@ class PeerNode:
         self.metrics: PeerMetrics | None = None
         self._timeouts: dict[str, int] = {}  # neighbor -> exchange timeouts in a row
         self.summary: dict[str, Any] = {}
+        self.last_good: LastGood | None = None  # the model's last finite copy, once training runs
 
     async def run(self) -> dict[str, Any]:
         cfg = self.config
@@ -87,18 +189,15 @@ class PeerNode:
             signed, manifest = await fetch_manifest(http, cfg.server, cfg.swarm_id)
             initial = await fetch_blob(http, cfg.server, manifest.model.initial_weights)
             mesh_cfg = self._mesh_config(manifest)
-            transport_box: list[MeshTransport] = []
-
-            async def on_frame(link: Any, data: bytes) -> None:
-                if transport_box:  # links open only after accept_links(); this guards the invariant
-                    await transport_box[0].on_frame(link, data)
-
+            self.metrics = PeerMetrics(peer_id_of(public_key_bytes(self.key)))
+            sink = FrameSink(self.metrics)  # frames, and strikes for junk chunks, go to the transport once it exists
             mesh = Mesh(self.key, ws_url(cfg.server), cfg.swarm_id, mesh_cfg,
-                        max_frame_size=max_frame_size(manifest), on_frame=on_frame)  # fmt: skip
-            self.metrics = PeerMetrics(mesh.peer_id)
-            mesh.on_chunk_error = lambda reason: self.metrics.rejected.update([reason])  # type: ignore[union-attr]
+                        max_frame_size=max_frame_size(manifest), on_frame=sink)  # fmt: skip
+            mesh.on_chunk_error = sink.chunk_error
+            ckpt_dir = cfg.checkpoint_dir or default_checkpoint_dir(cfg.swarm_id, mesh.peer_id)
+            ckpt_lock = checkpoint.CheckpointLock(ckpt_dir)  # before joining: a second process stops here
             try:
-                welcome = await asyncio.wait_for(mesh.start(), timeout=30)
+                welcome = await self._join(mesh)
                 train, test = await self._data(http, manifest, welcome.shard)
                 trainer = await asyncio.to_thread(self._make_trainer, manifest, initial, train, test)
                 engine = self._engine(manifest, trainer, mesh)
@@ -107,21 +206,44 @@ class PeerNode:
                     own_key=public_key_bytes(self.key), shapes=trainer.shapes, max_frame_size=max_frame_size(manifest),
                     is_known=lambda key: any(l.remote_key == key for l in mesh.links.values()),
                 )  # fmt: skip
-                transport_box.append(MeshTransport(
+                sink.transport = transport = MeshTransport(
                     self.key, swarm_id=bytes.fromhex(cfg.swarm_id), model_id=bytes.fromhex(signed.model_id),
                     verifier=verifier, engine=engine, metrics=self.metrics, links=lambda: mesh.links,
                     codec=CodecId[manifest.gossip.codec.upper()],
-                ))  # fmt: skip
-                transport_box[0].on_misbehaving = lambda peer, why: mesh.ban(peer)
-                ckpt_dir = cfg.checkpoint_dir or default_checkpoint_dir(cfg.swarm_id, mesh.peer_id)
+                )  # fmt: skip
+                transport.on_misbehaving = lambda peer, why: mesh.ban(peer)
                 fresh = await self._resume(trainer, ckpt_dir, signed.model_id)
                 mesh.accept_links()
                 if fresh and self._role(manifest) == "gossip" and welcome.peers:
-                    await self._pull_first(mesh, trainer, transport_box[0], manifest.gossip.exchange_timeout_s)
-                await self._train_loop(manifest, trainer, engine, transport_box[0], mesh, ckpt_dir, signed.model_id, welcome.shard)
+                    await self._pull_first(mesh, trainer, transport, manifest.gossip.exchange_timeout_s)
+                await self._train_loop(manifest, trainer, engine, transport, mesh, ckpt_dir, signed.model_id, welcome.shard)
             finally:
                 await mesh.close()
+                ckpt_lock.release()
         return self.summary
+
+    async def _join(self, mesh: Mesh) -> Welcome:
+        """The server's welcome; RuntimeError saying what to do if another process holds this identity.
+
+        The server refuses a second live connection with one key (``already_joined``); the mesh
+        would retry it forever, so the refusal ends this peer here.
+        """
+        welcome = asyncio.ensure_future(mesh.start())
+        try:
+            async with asyncio.timeout(JOIN_TIMEOUT_S):
+                while not welcome.done():
+                    if ErrorCode.ALREADY_JOINED in mesh.stats.signaling_errors:
+                        path = self.config.identity or default_identity_path()
+                        raise RuntimeError(
+                            f"another process is already in swarm {self.config.swarm_id[:8]} with the identity {path} "
+                            f"(peer id {mesh.peer_id[:8]}), and the server refuses a second one. To run a second peer on "
+                            "this machine give it its own key: swarm join URL --identity ~/.config/gossip-swarm/second.key "
+                            "(created if missing)"
+                        )  # fmt: skip
+                    await asyncio.wait({welcome}, timeout=0.1)
+            return welcome.result()
+        finally:
+            welcome.cancel()
 
     @property
     def own_key(self) -> str:
@@ -267,6 +389,7 @@ class PeerNode:
             nonlocal loss, since_exchange, last_report, last_ckpt
             async with trainer.lock:
                 row = await asyncio.to_thread(report)
+                good = self.last_good = LastGood(trainer)
             log.info("%s start: step %d, test accuracy %.3f", role, trainer.step, row["test_acc"])
             while cfg.duration_s is None or time.monotonic() - started < cfg.duration_s:
                 training = role != "aggregator" and (cfg.max_steps is None or trainer.step < cfg.max_steps)
@@ -274,10 +397,12 @@ class PeerNode:
                     n = min(TRAIN_CHUNK, tcfg.local_steps - since_exchange) or 1
                     async with trainer.lock:
                         loss = await asyncio.to_thread(trainer.train_steps, n)
+                        good.check()  # non-finite: rolled back before the lock lets a neighbor read it
                     since_exchange += n
                     if trainer.step % tcfg.eval_every < n:
                         async with trainer.lock:
                             await asyncio.to_thread(report)
+                            good.save()
                 else:
                     await asyncio.sleep(0.2)  # done training: keep gossiping towards consensus
                     since_exchange = tcfg.local_steps
@@ -286,6 +411,8 @@ class PeerNode:
                             await asyncio.to_thread(report)
                         last_report = time.monotonic()
                 if since_exchange >= tcfg.local_steps and role != "aggregator":
+                    async with trainer.lock:
+                        good.save()  # the weights this exchange sends
                     await self._exchange(mesh, engine, transport, rng, manifest.gossip.exchange_timeout_s)
                     since_exchange = 0
                 if time.monotonic() - last_ckpt > cfg.checkpoint_interval_s:

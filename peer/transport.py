@@ -3,6 +3,12 @@
 Implements ``gossip.Transport`` for the live peer. Every incoming frame goes through the
 ``FrameVerifier`` first; requests are answered by the ``GossipEngine``; responses resolve
 the pending exchange with the same ``exchange_id`` from the same peer.
+
+Reputation: every kind of abuse is a strike against the sending neighbor, and ``STRIKES_TO_BAN``
+strikes within ``STRIKE_WINDOW_S`` ban it: rejected frames, models far beyond the clipping
+radius, weight-carrying replies nobody asked for, and what a link refuses before there is a
+frame at all (junk chunks, text messages, oversized messages: ``PeerLink.refusals``, collected
+by ``collect_abuse`` whenever a link reports a chunk error).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import itertools
 import logging
 import secrets
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 
@@ -41,6 +48,7 @@ STRIKE_WINDOW_S = 60.0
 PULL_INTERVAL_S = 10.0  # one model per neighbor per this long, however often it asks
 HARD_CLIP_RATIO = 4.0  # a model this many times farther than tau counts as a strike
 NOT_STRIKES = {"unexpected", "rate_limited"}  # late replies after a timeout are not misbehaviour
+LATE_REPLIES = 64  # per neighbor: exchanges that ended unanswered, whose one late reply is no strike
 
 
 class MeshTransport:
@@ -70,6 +78,9 @@ class MeshTransport:
         self._buckets: dict[str, TokenBucket] = {}
         self._strikes: dict[str, deque[float]] = {}
         self._pulls_served: dict[str, float] = {}
+        self._late: dict[str, deque[int]] = {}  # neighbor -> exchange ids that timed out (a late reply is fine)
+        self._banned: dict[str, float] = {}  # neighbor -> when we banned it: strikes stop counting meanwhile
+        self._refusals_seen: weakref.WeakKeyDictionary[PeerLink, int] = weakref.WeakKeyDictionary()
         self.on_misbehaving: Callable[[str, str], None] = lambda peer, why: None  # the mesh bans
 
     def _frame(self, link: PeerLink, kind: FrameKind, exchange_id: int, update: Update | None,
@@ -105,7 +116,12 @@ class MeshTransport:
 
     async def send(self, link: PeerLink, kind: FrameKind, exchange_id: int, update: Update | None,
                    codec: CodecId | None = None) -> None:  # fmt: skip
-        await link.send(self._frame(link, kind, exchange_id, update, self.codec if codec is None else codec))
+        """Send one frame; ConnectionError if the link is gone or our own weights cannot be encoded."""
+        try:
+            await link.send(self._frame(link, kind, exchange_id, update, self.codec if codec is None else codec))
+        except ValueError as exc:  # a codec refused our weights (non-finite): nothing went out
+            log.error("not sending a %s to %s: %s", kind.name, link.peer_id[:8], exc)
+            raise ConnectionError(f"our weights cannot be sent: {exc}") from exc
         self.metrics.frames_sent += 1
 
     # ---- gossip.Transport -------------------------------------------------------------
@@ -134,11 +150,25 @@ class MeshTransport:
             return await future
         finally:
             self._pending.pop((peer, exchange_id), None)
+            if future.cancelled() or not future.done():  # timed out: one late reply may still come
+                self._late.setdefault(peer, deque(maxlen=LATE_REPLIES)).append(exchange_id)
+                while len(self._late) > MAX_RESIDUALS:
+                    self._late.pop(next(iter(self._late)))
+
+    def _was_late(self, peer: str, exchange_id: int) -> bool:
+        """Whether ``exchange_id`` is an exchange with ``peer`` that timed out (forgotten once answered)."""
+        late = self._late.get(peer)
+        if late is None or exchange_id not in late:
+            return False
+        late.remove(exchange_id)
+        return True
 
     # ---- reputation -----------------------------------------------------------------------
     def strike(self, peer: str, why: str) -> None:
         """Count one piece of misbehaviour; too many within the window and the mesh bans the peer."""
         now = time.monotonic()
+        if now - self._banned.get(peer, -STRIKE_WINDOW_S) < STRIKE_WINDOW_S:
+            return  # banned: what was still in flight on its closing link is not a second ban
         strikes = self._strikes.setdefault(peer, deque())
         strikes.append(now)
         while strikes and now - strikes[0] > STRIKE_WINDOW_S:
@@ -147,9 +177,25 @@ class MeshTransport:
             strikes.clear()
             log.warning("banning %s: %d strikes in %.0f s (last: %s)", peer[:8], STRIKES_TO_BAN, STRIKE_WINDOW_S, why)
             self.metrics.bans += 1
+            self._banned[peer] = now
+            while len(self._banned) > MAX_RESIDUALS:
+                self._banned.pop(next(iter(self._banned)))
             self.on_misbehaving(peer, why)
         while len(self._strikes) > MAX_RESIDUALS:
             self._strikes.pop(next(iter(self._strikes)))
+
+    def collect_abuse(self) -> None:
+        """Strike every message a link refused before there was a frame (junk chunks, text, oversized).
+
+        Call it whenever a link reports a chunk error: the mesh passes on only the reason, so the
+        links' own ``refusals`` counters say which neighbor sent it (the one whose count moved).
+        """
+        for link in list(self.links().values()):
+            new = link.refusals - self._refusals_seen.get(link, 0)
+            if new > 0:
+                self._refusals_seen[link] = link.refusals
+                for _ in range(new):
+                    self.strike(link.peer_id, link.last_refusal or "bad_chunk")
 
     def check_clipping(self, peer: str) -> None:
         """After a merge: a model far outside the clipping radius is a strike against its sender."""
@@ -192,6 +238,8 @@ class MeshTransport:
             future = self._pending.get((link.peer_id, h.exchange_id))
             if future is None or future.done():
                 self.metrics.rejected["unexpected"] += 1
+                if update is not None and not self._was_late(link.peer_id, h.exchange_id):
+                    self.strike(link.peer_id, "unexpected")  # weights nobody asked for: a verify and a decode for nothing
             else:
                 future.set_result(None if h.kind == FrameKind.EXCHANGE_DECLINE else update)
         elif h.kind == FrameKind.PULL_REQUEST:
@@ -202,7 +250,31 @@ class MeshTransport:
             self._pulls_served[link.peer_id] = now
             async with self.engine.model.lock:
                 mine = self.engine.model.current()
-            await self.send(link, FrameKind.PULL_RESPONSE, h.exchange_id, mine)
+            try:
+                await self.send(link, FrameKind.PULL_RESPONSE, h.exchange_id, mine)
+            except (ConnectionError, TimeoutError) as exc:
+                log.debug("could not answer a pull of %s: %s", link.peer_id[:8], exc)
+
+
+class FrameSink:
+    """The mesh's frame and chunk-error handlers, made before the transport they feed.
+
+    Links open only after the transport exists (``Mesh.accept_links``); until then frames are
+    dropped, and a chunk error is only counted.
+    """
+
+    def __init__(self, metrics: PeerMetrics) -> None:
+        self.metrics = metrics
+        self.transport: MeshTransport | None = None
+
+    async def __call__(self, link: PeerLink, data: bytes) -> None:
+        if self.transport is not None:
+            await self.transport.on_frame(link, data)
+
+    def chunk_error(self, reason: str) -> None:
+        self.metrics.rejected[reason] += 1
+        if self.transport is not None:
+            self.transport.collect_abuse()
 
 
 def _distance(a: list[np.ndarray], b: list[np.ndarray]) -> float:

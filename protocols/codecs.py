@@ -3,6 +3,11 @@
 Each codec has a one-byte id carried in the frame header, so new codecs (float16, int8 with
 scales) slot in without changing the header. Tensor values are little-endian, which is the
 byte order of JavaScript typed arrays on every platform browsers run on.
+
+Encoders refuse what they cannot carry faithfully: NaN and infinities (receivers refuse them as
+``non_finite``, and int8 would turn them into finite numbers an honest peer merges), and for
+float16 values that would round to infinity (|x| >= 65520). Decoders keep whatever arrives;
+the frame checks (``Frame.tensors``) refuse non-finite values there.
 """
 
 from __future__ import annotations
@@ -36,9 +41,27 @@ class Codec(Protocol):
     def decode(self, payload: bytes, shapes: Sequence[Shape]) -> list[np.ndarray]: ...
 
 
+FLOAT16_OVERFLOW = 65520.0  # float16 rounds |x| >= this to infinity (round to nearest even)
+
+
 def _count(shape: Shape) -> int:
     """Element count in exact integers: numpy's int64 product wraps for hostile layouts."""
     return math.prod(shape)
+
+
+def check_finite(tensors: Sequence[np.ndarray], codec: str, limit: float = math.inf) -> None:
+    """Raise ValueError naming the first tensor that holds NaN, an infinity, or |x| >= ``limit``."""
+    for i, t in enumerate(tensors):
+        with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf: refused below
+            a = np.asarray(t, dtype=np.float32)
+        finite = np.isfinite(a)
+        if not finite.all():
+            raise ValueError(f"tensor {i} (shape {a.shape}) holds {int(a.size - finite.sum())} non-finite values "
+                             f"(NaN or infinity); the {codec} codec refuses to encode them: receivers refuse "
+                             "non-finite weights, and int8 would turn them into finite numbers")  # fmt: skip
+        if limit < math.inf and a.size and float(np.max(np.abs(a))) >= limit:
+            raise ValueError(f"tensor {i} (shape {a.shape}) holds values of magnitude >= {limit:g}, which the "
+                             f"{codec} codec turns into infinity; use float32 or int8 for this model")  # fmt: skip
 
 
 class _PlainCodec:
@@ -52,6 +75,8 @@ class _PlainCodec:
         return sum(_count(s) for s in shapes) * self._dtype.itemsize
 
     def encode(self, tensors: Sequence[np.ndarray]) -> bytes:
+        limit = FLOAT16_OVERFLOW if self.codec_id == CodecId.FLOAT16 else math.inf
+        check_finite(tensors, self.codec_id.name.lower(), limit)
         return b"".join(np.ascontiguousarray(t, dtype=self._dtype).tobytes() for t in tensors)
 
     def decode(self, payload: bytes, shapes: Sequence[Shape]) -> list[np.ndarray]:
@@ -83,6 +108,7 @@ class Int8Codec:
         return sum(4 + _count(s) for s in shapes)
 
     def encode(self, tensors: Sequence[np.ndarray]) -> bytes:
+        check_finite(tensors, "int8")
         parts = []
         for t in tensors:
             t = np.asarray(t, dtype=np.float32)

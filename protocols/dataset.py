@@ -51,5 +51,13 @@ def decode_shard(data: bytes) -> tuple[np.ndarray, np.ndarray]:
         raise ProtocolError(f"dataset shard is {len(data)} bytes, header implies {offset + x_len + n}")
     x = np.frombuffer(data, dtype=dtype, count=n * per, offset=offset).reshape((n, *dims))
     y = np.frombuffer(data, dtype=np.uint8, count=n, offset=offset + x_len)
-    xf = x.astype(np.float32) / 255.0 if code == 0 else x.astype(np.float32)
-    return xf, y.astype(np.int64)
+    return features_float32(x), y.astype(np.int64)
+
+
+def features_float32(x: np.ndarray) -> np.ndarray:
+    """Features as the model sees them: uint8 scaled by 1/255 to [0, 1], anything else as float32.
+
+    Shards and a contributor's own data (``peer.node.load_local_data``) both go through here, so
+    a peer's uint8 images are scaled exactly as the published ones.
+    """
+    return x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)

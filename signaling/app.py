@@ -57,6 +57,8 @@ from .store import ContentStore, PublishError
 
 log = logging.getLogger("signaling")
 
+SAME_KEY_PROBE_S = 2.0  # a joined socket that does not answer a ping within this long is replaced
+PONG = web.ResponseKey("pong", asyncio.Future)  # a socket's own state: the future a liveness probe waits on
 CONFIG = web.AppKey("config", ServerConfig)
 STORE = web.AppKey("store", ContentStore)
 REGISTRY = web.AppKey("registry", Registry)
@@ -81,6 +83,8 @@ async def _await_join(ws: web.WebSocketResponse, cfg: ServerConfig) -> Join | No
     """Receive messages until a valid Join arrives or the join timeout passes."""
     async with asyncio.timeout(cfg.join_timeout_s):
         async for msg in ws:
+            if await _control(ws, msg):
+                continue
             if msg.type != WSMsgType.TEXT:
                 await _send(ws, _error(ErrorCode.MALFORMED, "send JSON text messages"))
                 continue
@@ -119,13 +123,71 @@ def _check_join(request: web.Request, join: Join, nonce: bytes) -> tuple[Error |
     return None, len(dataset.train_shards) if dataset else 1
 
 
-async def _register(request: web.Request, ws: web.WebSocketResponse, join: Join, shards: int) -> Member:
+async def _control(ws: web.WebSocketResponse, msg: Any) -> bool:
+    """Answer a WebSocket ping, note a pong (liveness probes wait for it); False for anything else.
+
+    The server's sockets run with ``autoping=False`` so that pongs reach us: aiohttp would
+    swallow them, and a probe must see the answer of the socket it pinged.
+    """
+    if msg.type == WSMsgType.PING:
+        try:
+            await ws.pong(msg.data)
+        except (ConnectionError, RuntimeError):
+            pass  # the peer went away; its handler cleans up
+        return True
+    if msg.type == WSMsgType.PONG:
+        pong = ws.get(PONG)
+        if pong is not None and not pong.done():
+            pong.set_result(None)
+        return True
+    return False
+
+
+async def _answers(ws: web.WebSocketResponse, timeout: float) -> bool:
+    """Whether a joined socket answers a WebSocket ping within ``timeout`` (a live peer's does at once)."""
+    if ws.closed:
+        return False
+    pong: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    ws[PONG] = pong
+    try:
+        async with asyncio.timeout(timeout):
+            await ws.ping(b"same-key probe")
+            await pong
+        return True
+    except (TimeoutError, ConnectionError, RuntimeError):
+        return False
+    finally:
+        ws.pop(PONG, None)
+
+
+async def _register(request: web.Request, ws: web.WebSocketResponse, join: Join, shards: int) -> Member | None:
+    """Add the proven newcomer to its swarm; None (and an ``already_joined`` error) if its key is taken.
+
+    A key is one peer. A second connection with a key that is already joined replaces the old
+    socket only if that socket is dead: closed, or silent to a ping for ``SAME_KEY_PROBE_S``
+    (a peer reconnecting over its own stale socket gets in). A live one keeps its place and the
+    newcomer is refused: two processes sharing one identity would otherwise replace each other
+    on every reconnect, forever.
+    """
     registry, store = request.app[REGISTRY], request.app[STORE]
     info = PeerInfo(peer_id=peer_id_of(bytes.fromhex(join.public_key)), public_key=join.public_key, client=join.client)
-    old = registry.room(join.swarm_id).members.pop(info.peer_id, None)
-    if old is not None:  # the same key reconnected: the proven newcomer replaces the stale socket
-        await old.ws.close(message=b"replaced by a new connection")
-    # looked up after the await: if the last other member left meanwhile, the room was deleted
+    old = registry.room(join.swarm_id).members.get(info.peer_id)
+    if old is not None:
+        alive = await _answers(old.ws, SAME_KEY_PROBE_S)
+        current = registry.rooms.get(join.swarm_id)
+        holder = current.members.get(info.peer_id) if current else None
+        if alive or (holder is not None and holder is not old):  # live, or another newcomer took the place meanwhile
+            log.info("refused a second connection for peer %s in swarm %s: its key is joined and answering",
+                     info.peer_id[:8], join.swarm_id[:8])  # fmt: skip
+            await _send(ws, _error(ErrorCode.ALREADY_JOINED,
+                                   f"peer {info.peer_id} is already joined to this swarm from a live connection; one key is "
+                                   "one peer: run a second peer with its own identity (swarm join --identity FILE; a "
+                                   "browser tab makes its own key), or stop the other one"))  # fmt: skip
+            return None
+        if holder is old:  # dead: the proven newcomer replaces the stale socket
+            registry.remove(join.swarm_id, info.peer_id, old.ws)
+            await old.ws.close(message=b"replaced by a new connection")
+    # looked up after the awaits: if the last other member left meanwhile, the room was deleted
     # and the newcomer must not be put into that orphan
     room = registry.room(join.swarm_id)
     member = Member(info=info, ws=ws, shard=room.next_shard(shards))
@@ -162,15 +224,20 @@ async def _relay(request: web.Request, swarm_id: str, sender: str, msg: Offer | 
 async def _serve_member(request: web.Request, ws: web.WebSocketResponse, member: Member, swarm_id: str) -> None:
     cfg = request.app[CONFIG]
     bucket = TokenBucket(cfg.messages_per_second, cfg.burst)
+    loop = asyncio.get_running_loop()
+    idle_at = loop.time() + cfg.idle_timeout_s
     while True:
         try:
-            async with asyncio.timeout(cfg.idle_timeout_s):
+            async with asyncio.timeout_at(idle_at):
                 msg = await ws.receive()
         except TimeoutError:
             await ws.close(message=b"idle timeout")
             return
         if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
             return
+        if await _control(ws, msg):
+            continue  # WebSocket pings and pongs are no application activity
+        idle_at = loop.time() + cfg.idle_timeout_s
         if not bucket.take():
             await _send(ws, _error(ErrorCode.RATE_LIMITED, "slow down: message rate limit exceeded"))
             continue
@@ -212,7 +279,7 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
 
 async def _ws_session(request: web.Request) -> web.WebSocketResponse:
     cfg = request.app[CONFIG]
-    ws = web.WebSocketResponse(heartbeat=cfg.heartbeat_s, max_msg_size=cfg.max_frame_bytes)
+    ws = web.WebSocketResponse(heartbeat=cfg.heartbeat_s, max_msg_size=cfg.max_frame_bytes, autoping=False)
     await ws.prepare(request)
     nonce = secrets.token_bytes(32)
     await _send(ws, Challenge(nonce=nonce.hex()))
@@ -230,6 +297,9 @@ async def _ws_session(request: web.Request) -> web.WebSocketResponse:
         await ws.close()
         return ws
     member = await _register(request, ws, join, shards)
+    if member is None:
+        await ws.close()
+        return ws
     try:
         await _serve_member(request, ws, member, join.swarm_id)
     finally:

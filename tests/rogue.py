@@ -7,6 +7,7 @@ its own reason, while training goes on.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -17,7 +18,25 @@ from peer.fetch import fetch_manifest
 from peer.ice import use_candidate_addresses
 from peer.link import PeerLink
 from peer.mesh import Mesh, MeshConfig
+from protocols.codecs import CodecId
+from protocols.crypto import sha256, sign
 from protocols.frame import FrameKind, build_frame
+
+
+def hostile_frame(key: Ed25519PrivateKey, tensors: list[np.ndarray], codec: int = CodecId.FLOAT32, **fields: Any) -> bytes:
+    """A frame signed by ``key`` whose payload holds ``tensors`` as they are, NaN and infinities included.
+
+    Our encoders refuse non-finite values, so this is how a sender that skips them builds such a
+    frame: a good frame of the same layout, its payload swapped and the header re-signed.
+    float32 and float16 layouts only (values cast as numpy casts them).
+    """
+    dtype = {CodecId.FLOAT32: "<f4", CodecId.FLOAT16: "<f2"}[CodecId(codec)]
+    zeros = [np.zeros(t.shape, np.float32) for t in tensors]
+    frame = build_frame(key, tensors=zeros, codec=int(codec), **fields)
+    with np.errstate(over="ignore", invalid="ignore"):
+        payload = b"".join(np.ascontiguousarray(t, dtype=dtype).tobytes() for t in tensors)
+    signed = replace(frame.header, digest=sha256(payload)).signed_bytes()
+    return signed + sign(key, signed) + payload
 
 
 def tampered_frames(key: Ed25519PrivateKey, swarm: bytes, model: bytes, receiver: bytes, shapes: list[tuple[int, ...]]) -> dict[str, bytes]:
@@ -29,6 +48,8 @@ def tampered_frames(key: Ed25519PrivateKey, swarm: bytes, model: bytes, receiver
                                       receiver=receiver, session=1, seq=seq, exchange_id=seq,
                                       sample_weight=1e6, step=0, tensors=good)  # fmt: skip
         fields.update(over)
+        if any(not np.isfinite(t).all() for t in fields["tensors"]):  # our codecs refuse to encode these
+            return hostile_frame(key, **fields)
         return build_frame(key, **fields).encode()
 
     def flip(data: bytes, index: int) -> bytes:

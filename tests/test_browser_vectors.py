@@ -20,12 +20,13 @@ from browser import chromium
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from playwright.async_api import ConsoleMessage, Error, Page
 
-from protocols.codecs import CodecId, codec_for
+from protocols.codecs import FLOAT16_OVERFLOW, CodecId, codec_for
 from protocols.crypto import private_key_seed, public_key_bytes, sign, verify
 from protocols.errors import ProtocolError
 from protocols.frame import FIXED_HEADER_SIZE, Frame, FrameKind, build_frame, decode_frame, parse_header
 from protocols.make_vectors import VECTORS_DIR
 from peer.verifier import FrameRejected, FrameVerifier
+from rogue import hostile_frame
 
 VECTORS = {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in sorted(VECTORS_DIR.glob("*.json"))}
 SWARM, MODEL = bytes.fromhex("5eed" * 8), bytes(range(32))
@@ -233,15 +234,19 @@ async def test_the_browser_verifier_admits_and_rejects_like_python(page: Page) -
         kind = FrameKind(int(rng.integers(1, 6)))
         tensors = [] if kind in (FrameKind.EXCHANGE_DECLINE, FrameKind.PULL_REQUEST) else [
             rng.standard_normal(s).astype(np.float32) for s in wrong(0.1, shapes, [(2, 3), (4,)])]  # fmt: skip
-        if tensors and rng.random() < 0.05:
+        nan = bool(tensors) and rng.random() < 0.05
+        if nan:
             tensors[0][0] = np.nan
-        with np.errstate(all="ignore"):  # int8 of NaN
-            data = build_frame(
-                key, kind=kind, swarm_id=wrong(0.1, SWARM, b"\x09" * 16), model_id=wrong(0.1, MODEL, b"\x09" * 32),
-                receiver=wrong(0.1, public_key_bytes(me), public_key_bytes(stranger)), session=int(rng.integers(5)),
-                seq=int(rng.integers(30)), exchange_id=1, sample_weight=wrong(0.05, 10.0, -1.0), step=1,
-                tensors=tensors, codec=int(rng.integers(3)),
-            ).encode()  # fmt: skip
+        codec = int(rng.integers(3))
+        fields: dict[str, Any] = {
+            "kind": kind, "swarm_id": wrong(0.1, SWARM, b"\x09" * 16), "model_id": wrong(0.1, MODEL, b"\x09" * 32),
+            "receiver": wrong(0.1, public_key_bytes(me), public_key_bytes(stranger)), "session": int(rng.integers(5)),
+            "seq": int(rng.integers(30)), "exchange_id": 1, "sample_weight": wrong(0.05, 10.0, -1.0), "step": 1,
+        }  # fmt: skip
+        if nan:  # our encoders refuse NaN: a hostile sender signs it anyway (as float32/float16 values)
+            data = hostile_frame(key, tensors, codec if codec != CodecId.INT8 else CodecId.FLOAT32, **fields)
+        else:
+            data = build_frame(key, tensors=tensors, codec=codec, **fields).encode()
         if rng.random() < 0.1:
             index = int(rng.integers(len(data)))
             data = data[:index] + bytes([data[index] ^ 1]) + data[index + 1 :]
@@ -291,15 +296,25 @@ def _hard_values(rng: np.random.Generator) -> np.ndarray:
 async def test_codecs_match_numpy_on_random_values(page: Page, codec: CodecId) -> None:
     rng = np.random.default_rng(20 + int(codec))
     values = _hard_values(rng)
-    if codec != CodecId.INT8:
-        nans = np.array([0x7FC00000, 0x7F800001, 0x7FA00000, 0xFFC00001, 0x7FBFE000], np.uint32).view(np.float32)
-        values = np.concatenate([values, np.array([np.inf, -np.inf], np.float32), nans])
+    if codec == CodecId.FLOAT16:
+        values = values[np.abs(values) < FLOAT16_OVERFLOW]  # beyond it both encoders refuse (below)
     chunks = [values[i : i + 97] for i in range(0, len(values), 97)]  # int8: a scale per tensor
     chunks += [np.array([], np.float32), (rng.integers(-300, 300, 255) / np.float32(2)).astype(np.float32)]
     with np.errstate(all="ignore"):
         want = codec_for(codec).encode(chunks)
     got = await page.evaluate("([c, ts]) => encodeTensors(c, ts)", [int(codec), [c.tobytes().hex() for c in chunks]])
     assert got == want.hex()
+    # what a codec cannot carry, both languages refuse to encode: NaN (any payload), infinities, float16 overflow
+    nans = np.array([0x7FC00000, 0x7F800001, 0x7FA00000, 0xFFC00001, 0x7FBFE000], np.uint32).view(np.float32)
+    bad = [*nans, np.float32(np.inf), np.float32(-np.inf)] + ([np.float32(65520), np.float32(-3e38)] if codec == CodecId.FLOAT16 else [])
+    for value in bad:
+        tensors = [np.ones(3, np.float32), np.array([0.5, value, 2.0], np.float32)]
+        with pytest.raises(ValueError, match="tensor 1"):
+            codec_for(codec).encode(tensors)
+        refused = await page.evaluate("""([c, ts]) => { try { encodeTensors(c, ts); return "encoded"; }
+                                         catch (e) { return e instanceof RangeError && /tensor 1/.test(e.message) ? "refused" : String(e); } }""",
+                                      [int(codec), [t.tobytes().hex() for t in tensors]])  # fmt: skip
+        assert refused == "refused", (value, refused)
     shapes = [list(c.shape) for c in chunks]
     with np.errstate(all="ignore"):
         decoded = codec_for(codec).decode(want, [tuple(s) for s in shapes])

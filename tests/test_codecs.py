@@ -50,11 +50,13 @@ def test_float16_error_is_at_most_half_an_ulp(tensor: np.ndarray) -> None:
     assert np.all(np.abs(got[np.abs(tensor) >= F16_MIN_NORMAL]) >= F16_MIN_NORMAL)  # no flush to zero
 
 
-def test_float16_rounds_ties_to_even_and_overflows_to_infinity() -> None:
-    x = np.array([1 + 2**-11, 1 + 3 * 2**-11, 65519.0, 65520.0, 2.0**-25, 3 * 2.0**-25], np.float32)
-    with np.errstate(over="ignore"):
-        (got,) = _round_trip(CodecId.FLOAT16, [x])
-    assert got.tolist() == [1.0, 1 + 2**-9, 65504.0, np.inf, 0.0, 2.0**-23]
+def test_float16_rounds_ties_to_even_and_refuses_what_would_overflow() -> None:
+    x = np.array([1 + 2**-11, 1 + 3 * 2**-11, 65519.0, -65519.0, 2.0**-25, 3 * 2.0**-25], np.float32)
+    (got,) = _round_trip(CodecId.FLOAT16, [x])
+    assert got.tolist() == [1.0, 1 + 2**-9, 65504.0, -65504.0, 0.0, 2.0**-23]
+    for beyond in (65520.0, -65520.0, 3e38):  # would round to infinity: refused, never sent as inf
+        with pytest.raises(ValueError, match="float16 codec turns into infinity"):
+            codec_for(CodecId.FLOAT16).encode([np.array([0.0, beyond], np.float32)])
 
 
 @FUZZ

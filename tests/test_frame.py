@@ -30,6 +30,8 @@ from protocols.frame import (
     parse_header,
 )
 
+from rogue import hostile_frame
+
 FUZZ = settings(database=None, deadline=None, max_examples=300)
 SENDER = private_key_from_seed(b"\x11" * 32)
 STRANGER = private_key_from_seed(b"\x33" * 32)
@@ -181,23 +183,32 @@ def test_a_frame_signed_by_its_claimed_key_decodes() -> None:
 # ---- values and layout -----------------------------------------------------------------
 
 
+def _hostile(tensors: list[np.ndarray], codec: int = int(CodecId.FLOAT32)) -> bytes:
+    """A frame whose signed payload holds ``tensors`` as they are (our encoders refuse non-finite values)."""
+    fields = dict(kind=FrameKind.EXCHANGE_REQUEST, swarm_id=SWARM, model_id=MODEL, receiver=RECEIVER,
+                  session=0xDEADBEEF, seq=5, exchange_id=9, sample_weight=1234.5, step=77)  # fmt: skip
+    return hostile_frame(SENDER, tensors, codec, **fields)
+
+
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_non_finite_values_are_rejected(bad: float) -> None:
     tensors = _tensors()
     tensors[0][1, 1] = bad
-    frame = decode_frame(_frame(tensors=tensors).encode())  # the bytes are genuine
+    with pytest.raises(ValueError, match="non-finite"):
+        _frame(tensors=tensors)  # our own encoder refuses to send them
+    frame = decode_frame(_hostile(tensors))  # the bytes are genuine, signed by a sender that skips that check
     with pytest.raises(ProtocolError) as info:
         frame.tensors()
     assert info.value.reason == "non_finite"
 
 
 def test_float16_overflow_arrives_as_non_finite() -> None:
-    """A sender's weights beyond 65504 become inf in float16; the receiver must refuse them."""
+    """A sender's weights beyond 65504 become inf in float16: our encoder refuses, a receiver must too."""
     tensors = _tensors()
     tensors[1][0] = 1e5
-    with np.errstate(over="ignore"):
-        data = _frame(tensors=tensors, codec=int(CodecId.FLOAT16)).encode()
-    assert _reason(data) == "non_finite"
+    with pytest.raises(ValueError, match="float16"):
+        _frame(tensors=tensors, codec=int(CodecId.FLOAT16))
+    assert _reason(_hostile(tensors, int(CodecId.FLOAT16))) == "non_finite"
 
 
 def test_an_int8_scale_that_is_not_finite_is_rejected() -> None:

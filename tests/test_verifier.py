@@ -12,6 +12,8 @@ from protocols.crypto import public_key_bytes
 from protocols.frame import FIXED_HEADER_SIZE, FrameKind, build_frame
 from peer.verifier import FrameRejected, FrameVerifier
 
+from rogue import hostile_frame
+
 SWARM, MODEL = b"\x01" * 16, b"\x02" * 32
 SHAPES = [(3, 2), (2,)]
 SENDER = Ed25519PrivateKey.from_private_bytes(b"\x11" * 32)
@@ -59,7 +61,10 @@ CASES: dict[str, tuple[Callable[[], bytes], str]] = {
     "wrong swarm": (lambda: _frame(swarm_id=b"\x09" * 16), "wrong_swarm"),
     "wrong model": (lambda: _frame(model_id=b"\x09" * 32), "wrong_model"),
     "wrong receiver": (lambda: _frame(receiver=public_key_bytes(STRANGER)), "wrong_receiver"),
-    "non-finite": (lambda: _frame(tensors=[np.full((3, 2), np.nan, np.float32), np.zeros(2, np.float32)]), "non_finite"),
+    "non-finite": (lambda: hostile_frame(SENDER, [np.full((3, 2), np.nan, np.float32), np.zeros(2, np.float32)],
+                                         kind=FrameKind.EXCHANGE_REQUEST, swarm_id=SWARM, model_id=MODEL,
+                                         receiver=public_key_bytes(RECEIVER), session=7, seq=1, exchange_id=1,
+                                         sample_weight=100.0, step=3), "non_finite"),
     "bad shape": (lambda: _frame(tensors=[np.zeros((2, 3), np.float32), np.zeros(2, np.float32)]), "bad_shape"),
     "truncated": (lambda: _frame()[: FIXED_HEADER_SIZE - 1], "malformed"),
     "oversize": (lambda: _frame(tensors=[np.zeros((3, 2), np.float32), np.zeros(2000, np.float32)]), "oversize"),

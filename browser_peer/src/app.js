@@ -103,7 +103,7 @@ function render(peer, charts) {
   $("status").textContent = snap.error ? `error: ${snap.error}` : snap.status + (snap.status === "training" && !snap.running ? " (paused)" : "");
   $("status-dot").className = `dot ${snap.error ? "err" : snap.status === "training" && snap.signaling ? "ok" : "wait"}`;
   $("peer-id").textContent = snap.peerId || "–";
-  $("signaling").textContent = snap.signaling ? "connected" : "disconnected (the mesh keeps training)";
+  $("signaling").textContent = snap.signaling ? "connected" : signalingTrouble(snap.signalingErrors);
   $("backend").textContent = snap.backend || "–";
   $("step-ms").textContent = snap.stepMs === null ? "–" : `${snap.stepMs.toFixed(1)} ms`;
   $("steps").textContent = snap.step;
@@ -127,6 +127,13 @@ function render(peer, charts) {
   charts.loss.data.datasets[0].data = snap.history.filter((r) => Number.isFinite(r.loss)).map((r) => ({ x: r.t, y: r.loss }));
   charts.acc.update();
   charts.loss.update();
+}
+
+/** Why signaling is down, when the server said: a refused join is shown, not retried in silence. */
+function signalingTrouble(errors) {
+  const last = errors && errors.length ? errors[errors.length - 1] : null;
+  if (last === "already_joined") return "refused: this key is already joined from another tab or device (close it, or open the link with ?key=ephemeral)";
+  return "disconnected (the mesh keeps training)";
 }
 
 /** Signaling sessions and the relayed messages the mesh refused, by reason. */

@@ -35,26 +35,68 @@ export function decodeShard(bytes) {
   return { x, y, n, shape };
 }
 
-/** Parse a CSV of numbers with the label in column `labelColumn` (default: last). */
+/**
+ * Parse a CSV of numbers with the label in column `labelColumn` (default: last), checked as
+ * peer/node.py load_local_data checks a contributor's .npz: the first line may be a header,
+ * every other row must hold exactly `inputSize` finite numbers and a class index (empty cells,
+ * NaN, Infinity and numbers beyond float32's range are refused, never read as 0 or passed on).
+ */
 export function parseCsv(text, { inputSize, numClasses, labelColumn = -1 }) {
-  const rows = text.split(/\r?\n/).map((l) => l.trim()).filter((l) => l && !/^[a-zA-Z"]/.test(l));
+  const lines = text.split(/\r?\n/).map((l) => l.trim());
+  const first = lines.findIndex((l) => l !== "");
+  if (first >= 0 && /^[a-zA-Z"]/.test(lines[first]) && !/^(nan|[+-]?inf)/i.test(lines[first])) lines[first] = ""; // a header
+  const rows = lines.map((line, i) => [line, i + 1]).filter(([l]) => l);
   if (rows.length === 0) throw new Error("the CSV holds no numeric rows");
   const x = new Float32Array(rows.length * inputSize);
   const y = new Uint8Array(rows.length);
-  rows.forEach((line, r) => {
-    const cells = line.split(",").map(Number);
-    if (cells.length !== inputSize + 1) {
-      throw new Error(`row ${r + 1} has ${cells.length} columns; the model needs ${inputSize} features and a label`);
+  rows.forEach(([line, lineNo], r) => {
+    const texts = line.split(",").map((c) => c.trim());
+    if (texts.length !== inputSize + 1) {
+      throw new Error(`line ${lineNo} has ${texts.length} columns; the model needs ${inputSize} features and a label`);
     }
+    const empty = texts.findIndex((c) => c === "");
+    if (empty >= 0) throw new Error(`line ${lineNo}: column ${empty + 1} is empty; fill in or drop that row`);
+    const cells = texts.map(Number);
     const li = labelColumn < 0 ? cells.length + labelColumn : labelColumn;
-    const label = cells[li];
-    if (!Number.isInteger(label) || label < 0 || label >= numClasses) {
-      throw new Error(`row ${r + 1}: label ${label} is not a class in [0, ${numClasses - 1}]`);
-    }
-    y[r] = label;
+    y[r] = checkLabel(cells[li], lineNo, numClasses);
     const feats = cells.filter((_, i) => i !== li);
-    if (!feats.every(Number.isFinite)) throw new Error(`row ${r + 1} holds a non-numeric feature`);
     x.set(feats, r * inputSize);
+    const bad = feats.findIndex((v, i) => !Number.isFinite(x[r * inputSize + i]));
+    if (bad >= 0) {
+      throw new Error(`line ${lineNo}: feature ${bad + 1} is ${texts.filter((_, i) => i !== li)[bad]}, not a finite number; ` +
+        "drop or impute it before training");
+    }
   });
-  return { x, y, n: rows.length, shape: [inputSize] };
+  return checkExamples({ x, y, n: rows.length, shape: [inputSize] }, { inputSize, numClasses });
+}
+
+function checkLabel(label, lineNo, numClasses) {
+  if (!Number.isInteger(label) || label < 0 || label > 255) {
+    throw new Error(`line ${lineNo}: label ${label} is not a class in [0, ${numClasses - 1}]`);
+  }
+  return label; // the range against the model's classes: checkExamples (it names 1..K labels)
+}
+
+/**
+ * A contributor's own examples, checked before they train the model (the CSV picker and any
+ * other own-data path): the model's input size, every feature finite (one NaN makes the model
+ * NaN), labels class indices 0..K-1; labels 1..K are refused with the fix. Returns `data`.
+ */
+export function checkExamples(data, { inputSize, numClasses }) {
+  const per = data.shape.reduce((a, b) => a * b, 1);
+  if (per !== inputSize) throw new Error(`examples of ${per} features do not fit the model's input of ${inputSize}`);
+  if (!(data.n > 0) || data.x.length !== data.n * per || data.y.length !== data.n) throw new Error("no examples, or features and labels of different lengths");
+  for (let i = 0; i < data.x.length; i++) {
+    if (!Number.isFinite(data.x[i])) {
+      throw new Error(`example ${Math.floor(i / per) + 1}: feature ${(i % per) + 1} is ${data.x[i]}; drop or impute it before training`);
+    }
+  }
+  let low = Infinity;
+  let high = -Infinity;
+  for (const v of data.y) { low = Math.min(low, v); high = Math.max(high, v); }
+  if (low >= 1 && high === numClasses) {
+    throw new Error(`labels run ${low}..${high}, but this model's ${numClasses} classes are 0..${numClasses - 1}: subtract 1 from every label`);
+  }
+  if (low < 0 || high >= numClasses) throw new Error(`labels in [${low}, ${high}] are not classes of this model (0..${numClasses - 1})`);
+  return data;
 }

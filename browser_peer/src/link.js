@@ -3,11 +3,20 @@
 // than HIGH_WATER bytes are queued, because Chromium throws past 16 MiB buffered.
 // While open, the link reads its selected ICE candidate pair and RTT from getStats() every
 // ICE_INFO_INTERVAL_MS (`iceInfo`, the keys of peer/link.py ice_info()).
+// What arrives is refused and reported (onChunkError; `refusals` counts them, and the transport
+// makes each a strike against the sender): a text message, a message above 256 KiB, a chunk that
+// breaks the reassembly rules; the rest of a refused transfer is dropped unseen, so one bad frame
+// is one strike. A transfer in flight that gets nothing more for STALL_TIMEOUT_MS drops the link.
+// (Chromium itself delivers messages of a few MiB whole, refused here as one strike, and aborts
+// the association for larger ones; peer/link.py watches aiortc's reassembly instead.)
 import { hexToBytes } from "./protocol/bytes.js";
-import { MAX_MESSAGE_SIZE, Reassembler, splitFrame } from "./protocol/chunking.js";
+import { CHUNK_HEADER_SIZE, MAX_MESSAGE_SIZE, Reassembler, splitFrame } from "./protocol/chunking.js";
 
 export const HIGH_WATER = 4 * 1024 * 1024;
 export const LOW_WATER = 1 * 1024 * 1024;
+export const STALL_TIMEOUT_MS = 10000; // the same as peer/link.py STALL_TIMEOUT_S
+const WATCH_INTERVAL_MS = 1000;
+const REFUSED_TRANSFERS = 16; // refused transfers remembered, so the rest of their chunks is no new strike
 const SEND_TIMEOUT_MS = 30000;
 export const ICE_INFO_INTERVAL_MS = 3000; // the pair can change (ICE restarts, consent failures) and RTT drifts
 
@@ -69,6 +78,12 @@ export class PeerLink {
     this._onFrame = onFrame;
     this._onClosed = onClosed;
     this._onChunkError = onChunkError;
+    this.refusals = 0; // messages refused as abuse of this link (transport.collectAbuse strikes them)
+    this.lastRefusal = null;
+    this.closedReason = null;
+    this.stallTimeoutMs = STALL_TIMEOUT_MS;
+    this._refused = new Map(); // transfer id -> {count, total, left}
+    this._lastMessageAt = performance.now();
     pc.addEventListener("connectionstatechange", () => {
       if (pc.connectionState === "failed" || pc.connectionState === "closed") this.close();
     });
@@ -90,6 +105,16 @@ export class PeerLink {
     this.state = LinkState.OPEN;
     this.refreshIceInfo();
     this._iceTimer = setInterval(() => this.refreshIceInfo(), ICE_INFO_INTERVAL_MS);
+    this._watchTimer = setInterval(() => this.checkStall(performance.now()), WATCH_INTERVAL_MS);
+  }
+
+  /** Drop the link when a transfer is in flight and nothing arrived for stallTimeoutMs. */
+  checkStall(now) {
+    if (this.state !== LinkState.OPEN || this.reassembler.buffered === 0) return;
+    if (now - this._lastMessageAt > this.stallTimeoutMs) {
+      console.info(`dropping ${this.peerId.slice(0, 8)}: a transfer in flight made no progress for ${this.stallTimeoutMs / 1000} s`);
+      this.close("stalled");
+    }
   }
 
   /** Read the selected candidate pair and its RTT now (best effort: a closing connection keeps the last). */
@@ -108,23 +133,65 @@ export class PeerLink {
     waiters.forEach((w) => w());
   }
 
+  /** Count what the neighbor sent as abuse under `reason`, then report it (a strike, in the transport). */
+  _refuse(reason) {
+    this.refusals += 1;
+    this.lastRefusal = reason;
+    this._onChunkError(this, reason);
+  }
+
   _onMessage(data) {
+    if (this.state === LinkState.CLOSED) return; // the tail of a link we dropped costs nothing more
+    this._lastMessageAt = performance.now();
     if (typeof data === "string") {
-      this._onChunkError(this, "malformed");
+      this._refuse("malformed");
       return;
     }
     const message = new Uint8Array(data);
     this.bytesReceived += message.length;
+    if (message.length > MAX_MESSAGE_SIZE) {
+      this._refuse("oversize");
+      return;
+    }
+    if (this._restOfRefused(message)) return;
     let frame;
     try {
       frame = this.reassembler.feed(message);
     } catch (err) {
-      this._onChunkError(this, err.reason || "malformed");
+      this._rememberRefused(message);
+      this._refuse(err.reason || "malformed");
       return;
     }
     if (frame) {
       Promise.resolve(this._onFrame(this, frame)).catch((err) => console.warn("frame handler failed", err));
     }
+  }
+
+  /** [transfer id, index, count, total] of a chunk with a good magic, else null. */
+  _fields(message) {
+    if (message.length < CHUNK_HEADER_SIZE || message[0] !== 0x47 || message[1] !== 0x43) return null;
+    const view = new DataView(message.buffer, message.byteOffset, message.byteLength);
+    return [2, 6, 10, 14].map((o) => view.getUint32(o));
+  }
+
+  _rememberRefused(message) {
+    const fields = this._fields(message);
+    if (!fields) return; // no transfer to speak of: every such message is its own strike
+    const [tid, , count, total] = fields;
+    // as many more chunks as a sender of full-size messages needs for `total` bytes, at most
+    const left = Math.max(0, Math.min(count, Math.ceil(total / (MAX_MESSAGE_SIZE - CHUNK_HEADER_SIZE))) - 1);
+    this._refused.delete(tid);
+    this._refused.set(tid, { count, total, left });
+    while (this._refused.size > REFUSED_TRANSFERS) this._refused.delete(this._refused.keys().next().value);
+  }
+
+  /** Whether `message` is a further chunk of a transfer already refused (dropped, no new strike). */
+  _restOfRefused(message) {
+    const fields = this._fields(message);
+    const entry = fields && this._refused.get(fields[0]);
+    if (!entry || entry.count !== fields[2] || entry.total !== fields[3] || entry.left === 0) return false;
+    entry.left -= 1;
+    return true;
   }
 
   /** Build a frame (async) under the link's send lock and send it in chunks with backpressure. */
@@ -154,10 +221,12 @@ export class PeerLink {
     }
   }
 
-  close() {
+  close(reason = "closed") {
     if (this.state === LinkState.CLOSED) return;
     this.state = LinkState.CLOSED;
+    this.closedReason = this.closedReason ?? reason;
     clearInterval(this._iceTimer);
+    clearInterval(this._watchTimer);
     this._wakeSenders();
     try { this.pc.close(); } catch { /* already closed */ }
     this._onClosed(this);

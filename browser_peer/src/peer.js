@@ -1,7 +1,8 @@
 // A browser peer, composed like peer/node.py: fetch the swarm, join the mesh, train, gossip.
 // The dashboard only reads `snapshot()`; tests read the same object through window.swarmPeer.
+/* global tf */
 import { ClippedPairAverage, boundedPairAverage } from "./averaging.js";
-import { decodeShard } from "./dataset.js";
+import { checkExamples, decodeShard } from "./dataset.js";
 import { GossipEngine, Lock, Outcome, withTimeout } from "./gossip.js";
 import { fetchBlob, fetchManifest } from "./manifest.js";
 import { Mesh } from "./mesh.js";
@@ -32,6 +33,50 @@ export function maxFrameSize(manifest) {
   const shapes = manifest.model.weights.map((w) => w.shape);
   const layout = shapes.reduce((sum, s) => sum + 1 + 4 * s.length, 0);
   return FIXED_HEADER_SIZE + layout + 96 + encodedSize(CODEC.FLOAT32, shapes);
+}
+
+const allFinite = (weights) => weights.every((w) => w.every(Number.isFinite));
+
+/**
+ * The last finite state of the local model (weights, gossip weight, step, optimizer state), as
+ * peer/node.py LastGood: copied at every evaluation and before every exchange; a training chunk
+ * that leaves the model non-finite is rolled back to it while the trainer's lock is still held,
+ * so no neighbor is ever sent those weights. Call every method inside trainer.lock.run.
+ */
+export class LastGood {
+  constructor(trainer) {
+    this.trainer = trainer;
+    this.rollbacks = 0;
+    this.copy = null;
+  }
+
+  async save() {
+    const t = this.trainer;
+    const weights = t.getWeights();
+    if (!allFinite(weights)) return;
+    const got = await t.optimizer.getWeights(); // its variables, and a fresh scalar for the iteration count
+    const optimizer = got.map(({ name, tensor }) => ({ name, tensor: tf.clone(tensor) }));
+    tf.dispose(got.filter((w) => w.name === "iter").map((w) => w.tensor));
+    if (this.copy) tf.dispose(this.copy.optimizer.map((w) => w.tensor));
+    this.copy = { weights, gossipWeight: t.gossipWeight, step: t.step, optimizer };
+  }
+
+  /** True if the model is finite; otherwise roll back to the last good copy and return false. */
+  async check() {
+    const t = this.trainer;
+    if (allFinite(t.getWeights())) return true;
+    if (!this.copy) throw new Error("the model's weights are not finite and no finite copy exists (the published initial weights hold NaN)");
+    const { weights, gossipWeight, step, optimizer } = this.copy;
+    t.assign(weights.map((w) => w.slice()), gossipWeight);
+    const restored = optimizer.map(({ name, tensor }) => ({ name, tensor: tf.clone(tensor) }));
+    await t.optimizer.setWeights(restored); // it makes variables of copies: ours go
+    tf.dispose(restored.map((w) => w.tensor));
+    const lost = t.step - step;
+    t.step = step;
+    this.rollbacks += 1;
+    console.warn(`the local model went non-finite (NaN or infinity) after training; rolled back ${lost} steps to the last finite weights`);
+    return false;
+  }
 }
 
 export class BrowserPeer {
@@ -78,6 +123,12 @@ export class BrowserPeer {
     const ds = manifest.dataset;
     if (!ds && !this.ownData) throw new Error("this swarm publishes no dataset: choose a CSV file of your own");
     const test = decodeShard(await fetchBlob(this.server, ds.test));
+    if (this.ownData) { // checked as the CSV picker checks (dataset.js checkExamples)
+      checkExamples(this.ownData, {
+        inputSize: (ds ? ds.input_shape : this.ownData.shape).reduce((a, b) => a * b, 1),
+        numClasses: ds ? ds.num_classes : manifest.model.weights.at(-1).shape.at(-1),
+      });
+    }
     const train = this.ownData || decodeShard(await fetchBlob(this.server, ds.train_shards[welcome.shard % ds.train_shards.length]));
     this.shard = welcome.shard;
     this.trainer = await Trainer.create(manifest, initial, train, test, this.seed);
@@ -122,7 +173,10 @@ export class BrowserPeer {
     const handlers = {
       maxFrameSize: maxFrameSize(manifest),
       onFrame: (link, data) => (this.transport ? this.transport.onFrame(link, data) : undefined),
-      onChunkError: (reason) => { this.metrics.rejected[reason] = (this.metrics.rejected[reason] || 0) + 1; },
+      onChunkError: (reason) => { // counted, and a strike against the link that refused it
+        this.metrics.rejected[reason] = (this.metrics.rejected[reason] || 0) + 1;
+        if (this.transport) this.transport.collectAbuse();
+      },
       onEvent: (kind, detail) => { if (kind === "signaling") this.log(detail.connected ? "signaling connected" : "signaling lost; reconnecting"); },
     };
     this.status = "joining";
@@ -132,6 +186,7 @@ export class BrowserPeer {
     } catch (err) {
       if (err.code !== "already_joined") throw err;
       // this browser's key is already in the swarm (another tab): join with a key of this tab's own
+      this.log(`this browser's key is already joined (another tab?): ${err.message}; joining with a key of this tab's own`);
       this.mesh.close();
       this.identity = await generateIdentity();
       this.mesh = new Mesh(this.identity, wsUrl, this.swarmId, config, handlers);
@@ -184,16 +239,26 @@ export class BrowserPeer {
     let sinceExchange = 0;
     let loss = NaN;
     await this._record(loss);
+    this.lastGood = new LastGood(this.trainer);
+    await this.trainer.lock.run(() => this.lastGood.save());
     while (!this.stopped) {
       if (!this.running) {
         await sleep(200); // paused: still answers neighbors' exchanges
         continue;
       }
       const n = Math.min(TRAIN_CHUNK, t.local_steps - sinceExchange) || 1;
-      loss = await this.trainer.lock.run(() => this.trainer.trainSteps(n));
+      loss = await this.trainer.lock.run(async () => {
+        const mean = await this.trainer.trainSteps(n);
+        await this.lastGood.check(); // non-finite: rolled back before the lock lets a neighbor read it
+        return mean;
+      });
       sinceExchange += n;
-      if (this.trainer.step % t.eval_every < n) await this._record(loss);
+      if (this.trainer.step % t.eval_every < n) {
+        await this._record(loss);
+        await this.trainer.lock.run(() => this.lastGood.save());
+      }
       if (sinceExchange >= t.local_steps) {
+        await this.trainer.lock.run(() => this.lastGood.save()); // the weights this exchange sends
         await this._exchange(timeout);
         sinceExchange = 0;
       }
@@ -246,6 +311,8 @@ export class BrowserPeer {
       neighbors: links.map((l) => ({ peerId: l.peerId, client: l.info.client, state: l.state, ice: l.iceInfo || null })),
       links: this.mesh ? this.mesh.linkReport() : [],
       signalRejects: this.mesh ? { ...this.mesh.stats.signalRejects } : {},
+      signalingErrors: this.mesh ? this.mesh.stats.signalingErrors.slice(-20) : [],
+      rollbacks: this.lastGood ? this.lastGood.rollbacks : 0,
       sessions: this.mesh ? this.mesh.stats.sessions : 0,
       testAcc: last ? last.testAcc : null, loss: last ? last.loss : null,
       history: this.history.slice(),

@@ -1,6 +1,9 @@
 // Gossip over the WebRTC mesh: updates become signed frames and back (mirrors peer/transport.py).
 // Every incoming frame passes the FrameVerifier first; requests are answered by the engine,
 // responses resolve the pending exchange with the same exchange id from the same peer.
+// Every kind of abuse is a strike against the sending neighbor: rejected frames, models far
+// beyond the clipping radius, weight-carrying replies nobody asked for, and what a link refused
+// before there was a frame (link.refusals, collected by collectAbuse on every chunk error).
 import { distance } from "./averaging.js";
 import { CODEC, decode, encode } from "./protocol/codecs.js";
 import { FRAME_KIND, buildFrame } from "./protocol/frame.js";
@@ -35,6 +38,8 @@ export class MeshTransport {
     this._buckets = new Map();
     this._strikes = new Map();
     this._pullsServed = new Map();
+    this._banned = new Map(); // peer id -> when we banned it: strikes stop counting meanwhile
+    this._refusalsSeen = new WeakMap(); // link -> its refusals already struck
     this.onMisbehaving = () => {}; // the mesh bans
   }
 
@@ -45,13 +50,27 @@ export class MeshTransport {
   /** One piece of misbehaviour; too many within the window and the peer is banned. */
   strike(peerId, why) {
     const now = performance.now();
+    if (now - (this._banned.get(peerId) ?? -Infinity) < STRIKE_WINDOW_MS) return; // its closing link's tail
     const strikes = (this._strikes.get(peerId) || []).filter((t) => now - t <= STRIKE_WINDOW_MS);
     strikes.push(now);
     this._strikes.set(peerId, strikes);
     if (strikes.length >= STRIKES_TO_BAN) {
       this._strikes.delete(peerId);
       this.metrics.bans = (this.metrics.bans || 0) + 1;
+      this._banned.set(peerId, now);
+      while (this._banned.size > MAX_RESIDUALS) this._banned.delete(this._banned.keys().next().value);
       this.onMisbehaving(peerId, why);
+    }
+  }
+
+  /** Strike every message a link refused before there was a frame (the mesh passes on only the reason). */
+  collectAbuse() {
+    for (const link of [...this.links().values()]) {
+      const fresh = link.refusals - (this._refusalsSeen.get(link) ?? 0);
+      if (fresh > 0) {
+        this._refusalsSeen.set(link, link.refusals);
+        for (let i = 0; i < fresh; i++) this.strike(link.peerId, link.lastRefusal || "bad_chunk");
+      }
     }
   }
 
@@ -78,12 +97,18 @@ export class MeshTransport {
   }
 
   async send(link, kind, exchangeId, update, codec = this.codec) {
-    const tensors = update ? this._withErrorFeedback(link.peerId, update.weights, codec) : [];
-    await link.send(() => buildFrame(this.identity, {
-      kind, swarmId: this.swarmId, modelId: this.modelId, receiver: link.remoteKey,
-      session: this.session, seq: ++this._seq, exchangeId, sampleWeight: update ? update.weight : 0,
-      step: BigInt(update ? update.step : 0), tensors, shapes: update ? this.shapes : [], codec,
-    }));
+    try {
+      const tensors = update ? this._withErrorFeedback(link.peerId, update.weights, codec) : [];
+      await link.send(() => buildFrame(this.identity, {
+        kind, swarmId: this.swarmId, modelId: this.modelId, receiver: link.remoteKey,
+        session: this.session, seq: ++this._seq, exchangeId, sampleWeight: update ? update.weight : 0,
+        step: BigInt(update ? update.step : 0), tensors, shapes: update ? this.shapes : [], codec,
+      }));
+    } catch (err) {
+      if (!(err instanceof RangeError)) throw err;
+      console.error(`not sending to ${link.peerId.slice(0, 8)}: ${err.message}`); // a codec refused our own weights
+      throw new Error(`our weights cannot be sent: ${err.message}`);
+    }
     this.metrics.framesSent += 1;
   }
 
@@ -143,7 +168,10 @@ export class MeshTransport {
     } else if ([FRAME_KIND.EXCHANGE_RESPONSE, FRAME_KIND.EXCHANGE_DECLINE, FRAME_KIND.PULL_RESPONSE].includes(h.kind)) {
       const resolve = this._pending.get(`${link.peerId}/${h.exchangeId}`);
       if (!resolve) {
+        // a timed-out exchange stays pending here, so its late reply resolves it; this is a reply
+        // nobody asked for, or a second one: with weights, a verify and a decode for nothing
         this.metrics.rejected.unexpected = (this.metrics.rejected.unexpected || 0) + 1;
+        if (update) this.strike(link.peerId, "unexpected");
       } else {
         this._pending.delete(`${link.peerId}/${h.exchangeId}`);
         resolve(h.kind === FRAME_KIND.EXCHANGE_DECLINE ? null : update);

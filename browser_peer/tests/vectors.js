@@ -63,6 +63,20 @@ async function resigned(identity, bytes, mutate, payload) {
   return concatBytes(signed, await sign(identity.privateKey, signed), payload ?? bytes.subarray(payloadOffset));
 }
 
+/** A frame whose signed payload is ``payload`` as given (NaN included): how a sender that skips our encoders' checks makes one. */
+async function hostileFrame(identity, fields, payload) {
+  const good = await buildFrame(identity, { ...fields, tensors: fields.tensors.map((t) => new Float32Array(t.length)) });
+  const digest = await sha256(payload);
+  return resigned(identity, good, (s) => s.set(digest, s.length - 32), payload);
+}
+
+/** The float32 (or float16 bits) payload of tensors filled with ``value``, as a codec that checks nothing would lay it out. */
+function rawPayload(tensors, value, codec = CODEC.FLOAT32) {
+  const n = tensors.reduce((sum, t) => sum + t.length, 0);
+  if (codec === CODEC.FLOAT16) return new Uint8Array(new Uint16Array(n).fill(value).buffer);
+  return new Uint8Array(new Float32Array(n).fill(value).buffer);
+}
+
 class Results {
   constructor() {
     this.list = [];
@@ -172,6 +186,20 @@ async function checkCodecs(r, data) {
       await r.rejects(`${name}/decode_wrong_size`, () => decode(c.codec, longer, shapes), ProtocolError, "bad_shape");
     });
   }
+  // our own encoders refuse what they cannot carry (protocols/codecs.py check_finite): never NaN on the wire
+  const refusals = { nan: [NaN, [0, 1, 2]], infinity: [Infinity, [0, 1, 2]], minus_infinity: [-Infinity, [0, 1, 2]], float16_overflow: [65520, [1]] };
+  for (const [what, [value, codecs]] of Object.entries(refusals)) {
+    for (const codec of codecs) {
+      const name = `codecs/refuses/${what}/${codec}`;
+      try {
+        encode(codec, [new Float32Array([0.5, 1]), new Float32Array([0, value, 2])]);
+        r.check(name, false, "encoded");
+      } catch (exc) {
+        r.check(name, exc instanceof RangeError && /tensor 1/.test(exc.message), `threw ${exc?.name}: ${exc?.message}`);
+      }
+    }
+  }
+  r.check("codecs/float16_limit_is_fine", encode(CODEC.FLOAT16, [new Float32Array([65519, -65519])]).length === 4);
   await r.rejects("codecs/unknown_codec", () => encode(3, [new Float32Array(1)]), ProtocolError, "bad_codec");
   await r.rejects("codecs/unknown_codec_decode", () => decode(7, new Uint8Array(0), []), ProtocolError, "bad_codec");
 }
@@ -270,9 +298,10 @@ async function checkBadFrames(r, v) {
     missing_byte: [() => good.subarray(0, good.length - 1), "bad_length"],
     signed_codec_mismatch: [() => resigned(identity, good, (s) => (s[6] = CODEC.INT8)), "bad_shape"],
     signed_layout_mismatch: [() => resigned(identity, good, (s, view) => view.setUint32(FIXED_HEADER_SIZE + 1, 3)), "bad_shape"],
-    nan_tensor: [() => build({ tensors: fieldsOf(v).tensors.map((t) => t.map(() => NaN)) }), "non_finite"],
-    inf_tensor: [() => build({ tensors: fieldsOf(v).tensors.map((t) => t.map(() => -Infinity)) }), "non_finite"],
-    float16_overflow: [() => build({ codec: CODEC.FLOAT16, tensors: fieldsOf(v).tensors.map((t) => t.map(() => 65520)) }), "non_finite"],
+    nan_tensor: [() => hostileFrame(identity, fieldsOf(v), rawPayload(fieldsOf(v).tensors, NaN)), "non_finite"],
+    inf_tensor: [() => hostileFrame(identity, fieldsOf(v), rawPayload(fieldsOf(v).tensors, -Infinity)), "non_finite"],
+    float16_overflow: [() => hostileFrame(identity, { ...fieldsOf(v), codec: CODEC.FLOAT16 },
+                                          rawPayload(fieldsOf(v).tensors, 0x7c00, CODEC.FLOAT16)), "non_finite"],
   }; // prettier-ignore
   for (const [name, [make, reason]] of Object.entries(cases)) {
     await r.guard(`frames/reject/${name}`, async () => r.eq(`frames/reject/${name}`, await reasonOf(await make()), reason));
@@ -334,7 +363,7 @@ async function checkVerifier(r, frames) {
     tampered_payload: [() => flip(good, -1), "bad_digest"],
     bad_length: [() => good.subarray(0, good.length - 1), "bad_length"],
     bad_shape: [() => make({ tensors: zeros(), shapes: [[3, 2], [3], []] }), "bad_shape"], // same size, other layout
-    non_finite: [() => make({ tensors: zeros().map((t, i) => (i ? t : t.fill(NaN))) }), "non_finite"],
+    non_finite: [() => hostileFrame(sender, base, rawPayload(base.tensors, NaN)), "non_finite"],
   }; // prettier-ignore
   for (const [name, [makeBad, reason, link = sender.publicKey]] of Object.entries(cases)) {
     await r.guard(`verifier/reject/${name}`, async () => {

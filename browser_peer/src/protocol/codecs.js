@@ -1,5 +1,8 @@
 // Payload codecs (mirrors protocols/codecs.py): tensors <-> the bytes after a frame header.
 // Byte-identical to numpy: values little-endian, float16 round-to-nearest-even, int8 as below.
+// Encoders refuse NaN and infinities (and float16 values that would round to infinity) with a
+// RangeError, as protocols/codecs.py does: receivers refuse non-finite weights, and int8 would
+// turn them into finite numbers an honest peer merges.
 
 import { ProtocolError } from "./errors.js";
 
@@ -100,13 +103,39 @@ function int8Scale(t) {
   return scale > 0 ? scale : 1.0; // all zeros, underflow (or NaN): 1.0
 }
 
+export const FLOAT16_OVERFLOW = 65520; // float16 rounds |x| >= this to infinity
+
 function checkTensor(t) {
   if (!(t instanceof Float32Array)) throw new TypeError("tensors are Float32Arrays");
+}
+
+const CODEC_NAMES = ["float32", "float16", "int8"];
+
+/** Throw a RangeError naming the first tensor holding NaN, an infinity or |x| >= limit (protocols/codecs.py check_finite). */
+export function checkFinite(tensors, codec, limit = Infinity) {
+  tensors.forEach((t, i) => {
+    let bad = 0;
+    let peak = 0;
+    for (let j = 0; j < t.length; j++) {
+      const a = Math.abs(t[j]);
+      if (!Number.isFinite(a)) bad += 1;
+      else if (a > peak) peak = a;
+    }
+    if (bad) {
+      throw new RangeError(`tensor ${i} (${t.length} values) holds ${bad} non-finite values (NaN or infinity); the ` +
+        `${CODEC_NAMES[codec]} codec refuses to encode them: receivers refuse non-finite weights, and int8 would turn them into finite numbers`);
+    }
+    if (peak >= limit) {
+      throw new RangeError(`tensor ${i} holds values of magnitude >= ${limit}, which the ${CODEC_NAMES[codec]} codec ` +
+        "turns into infinity; use float32 or int8 for this model");
+    }
+  });
 }
 
 export function encode(codec, tensors) {
   checkCodec(codec);
   tensors.forEach(checkTensor);
+  checkFinite(tensors, codec, codec === CODEC.FLOAT16 ? FLOAT16_OVERFLOW : Infinity);
   const out = new Uint8Array(encodedSize(codec, tensors.map((t) => [t.length])));
   const view = new DataView(out.buffer);
   let offset = 0;
