@@ -33,7 +33,7 @@ class FedAvgAggregator:
         self._pending: list[tuple[Update, asyncio.Future[Update]]] = []
         self._deadline: asyncio.TimerHandle | None = None
 
-    async def respond(self, update: Update) -> Update | None:
+    async def respond(self, update: Update, peer: str | None = None) -> Update | None:
         future: asyncio.Future[Update] = asyncio.get_running_loop().create_future()
         self._pending.append((update, future))
         if len(self._pending) == 1:

@@ -274,8 +274,8 @@ class PeerNode:
         if role == "client":
             return GossipEngine(trainer, average=adopt)
         if manifest.gossip.robust == "clip":
-            return GossipEngine(trainer, average=ClippedPairAverage(manifest.gossip.clip_multiplier))
-        return GossipEngine(trainer, average=bounded_pair_average)
+            return GossipEngine(trainer, average=ClippedPairAverage(manifest.gossip.clip_multiplier), peer_id=mesh.peer_id)
+        return GossipEngine(trainer, average=bounded_pair_average, peer_id=mesh.peer_id)
 
     def _make_trainer(self, manifest: Manifest, initial: bytes, train: Any, test: Any) -> Any:
         from .trainer import Trainer  # TensorFlow is imported only once the swarm is known
@@ -457,7 +457,7 @@ class PeerNode:
                 log.info("dropping %s: no answer to %d requests in a row", peer[:8], self._timeouts[peer])
                 self._timeouts.pop(peer, None)
                 await link.close()
-        elif outcome in (Outcome.MERGED, Outcome.DECLINED):
+        elif outcome in (Outcome.MERGED, Outcome.DECLINED, Outcome.CROSSED):
             self._timeouts.pop(peer, None)
         if outcome != Outcome.MERGED:
             await asyncio.sleep(rng.uniform(0.0, 0.05))  # desynchronize retries after a decline

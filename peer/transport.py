@@ -226,7 +226,7 @@ class MeshTransport:
         h = frame.header
         update = Update(tensors, h.sample_weight, h.step) if tensors else None
         if h.kind == FrameKind.EXCHANGE_REQUEST and update is not None:
-            reply = await self.engine.respond(update)
+            reply = await self.engine.respond(update, link.peer_id)
             if reply is not None:
                 self.check_clipping(link.peer_id)
             kind = FrameKind.EXCHANGE_RESPONSE if reply is not None else FrameKind.EXCHANGE_DECLINE

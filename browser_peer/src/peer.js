@@ -140,7 +140,7 @@ export class BrowserPeer {
     };
     const clip = manifest.gossip.robust === "clip" ? new ClippedPairAverage(manifest.gossip.clip_multiplier) : null;
     this.clip = clip;
-    this.engine = new GossipEngine(model, clip ? (...a) => clip.average(...a) : boundedPairAverage);
+    this.engine = new GossipEngine(model, clip ? (...a) => clip.average(...a) : boundedPairAverage, this.peerId);
     this.engine.clip = clip;
     this.verifier = new FrameVerifier({
       swarmId: hexToBytes(this.swarmId), modelId: hexToBytes(modelId), ownKey: this.identity.publicKey,

@@ -157,7 +157,7 @@ export class MeshTransport {
     this.metrics.acceptedFrom[link.peerId] = (this.metrics.acceptedFrom[link.peerId] || 0) + 1;
     const update = tensors.length ? { weights: tensors, weight: h.sampleWeight, step: Number(h.step) } : null;
     if (h.kind === FRAME_KIND.EXCHANGE_REQUEST && update) {
-      const reply = await this.engine.respond(update);
+      const reply = await this.engine.respond(update, link.peerId);
       if (reply) this.checkClipping(link.peerId);
       const kind = reply ? FRAME_KIND.EXCHANGE_RESPONSE : FRAME_KIND.EXCHANGE_DECLINE;
       try { // the reply uses the request's codec: codecs are negotiated per exchange
