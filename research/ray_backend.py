@@ -87,6 +87,7 @@ def start(address: str | None, workers: int) -> None:
 
     if ray.is_initialized():
         return
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # CPU only: keep CUDA_VISIBLE_DEVICES as set
     env = {"env_vars": {"PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2", "TF_USE_LEGACY_KERAS": "1",
                         "CUDA_VISIBLE_DEVICES": ""}}  # fmt: skip
     if address:

@@ -105,7 +105,8 @@ def spec_for(config: ExperimentConfig, model: SwarmModel, method: str, seed: int
         peers=peers, sizes=[len(y) for _, y in model.shards], graph=graph, local_steps=config.swarm.local_steps,
         max_steps=config.budget.rounds * config.swarm.local_steps, frame_bytes=frame, decline_bytes=decline, time=time,
         robust=config.swarm.robust, clip_multiplier=config.swarm.clip_multiplier,
-        exchange_timeout_s=config.swarm.exchange_timeout_s, resolve_crossing=config.swarm.resolve_crossing, eval_every_s=config.budget.eval_every * round_s, seed=seed,
+        exchange_timeout_s=config.swarm.exchange_timeout_s, resolve_crossing=config.swarm.resolve_crossing,
+        mixing=config.swarm.mixing, fanout=config.swarm.fanout, eval_every_s=config.budget.eval_every * round_s, seed=seed,
         step_jitter=config.network.step_jitter,
         budget_bytes=config.budget.bytes, budget_seconds=config.budget.seconds,
         churn=churn_events(config, peers, round_s, rng) if method in ("gossip", "central", "local") else [],
@@ -126,6 +127,9 @@ def run(config: ExperimentConfig, method: Method, seed: int, model: SwarmModel |
         blocks_factory: Callable[[SwarmModel, int, int], Blocks] | None = None,
         progress: Callable[[int], None] | None = None) -> RunResult:  # fmt: skip
     """One method and seed; ``blocks_factory`` (model, seed, blocks) places the training (Ray: on actors)."""
+    import tensorflow as tf
+
+    tf.config.experimental.enable_op_determinism()  # as on the Ray actors: one result per config and seed
     model = model or swarm_model(config, seed, peers=1 if method == "pooled" else None)
     spec, time = spec_for(config, model, method, seed)
     swarm = SimSwarm(spec)

@@ -105,23 +105,26 @@ class StackedDense:
                 h = ACTIVATIONS[layer.activation](h)
         return h
 
-    def _loss(self, w: Sequence[tf.Tensor], x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
-        """Per-peer mean cross-entropy, as tf_keras computes it: from the logits behind a softmax
+    def _loss(self, w: Sequence[tf.Tensor], x: tf.Tensor, y: tf.Tensor, real: tf.Tensor) -> tf.Tensor:
+        """Per-peer mean cross-entropy over the ``real`` examples of each batch (a shard smaller than the batch
+        gives the live trainer a shorter batch), as tf_keras computes it: from the logits behind a softmax
         (tf_keras caches them on the softmax output), else from probabilities clipped to [eps, 1-eps]."""
         if self.layers[-1].activation == "softmax":
-            return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, self._forward(w, x, logits=True)), axis=1)
-        probs = tf.clip_by_value(self._forward(w, x), EPSILON, 1 - EPSILON)
-        return tf.reduce_mean(-tf.math.log(tf.gather(probs, y, axis=2, batch_dims=2)), axis=1)
+            ce = tf.nn.sparse_softmax_cross_entropy_with_logits(y, self._forward(w, x, logits=True))
+        else:
+            probs = tf.clip_by_value(self._forward(w, x), EPSILON, 1 - EPSILON)
+            ce = -tf.math.log(tf.gather(probs, y, axis=2, batch_dims=2))
+        return tf.reduce_sum(ce * real, axis=1) / tf.maximum(tf.reduce_sum(real, axis=1), 1.0)
 
     def _run_impl(self, w: list[tf.Tensor], m: list[tf.Tensor], v: list[tf.Tensor], t: tf.Tensor, idx: tf.Tensor,
-                  active: tf.Tensor, lr: tf.Tensor) -> tuple[list[tf.Tensor], list[tf.Tensor], list[tf.Tensor]]:  # fmt: skip
+                  real: tf.Tensor, active: tf.Tensor, lr: tf.Tensor) -> tuple[list[tf.Tensor], list[tf.Tensor], list[tf.Tensor]]:  # fmt: skip
         """``idx`` [S, P, B] example rows, ``active`` [S, P] 1/0, ``lr`` [S, P]; ``t`` [P] steps taken before."""
         cfg = self.training
         for s in tf.range(tf.shape(idx)[0]):
             x, y = tf.gather(self.x, idx[s]), tf.gather(self.y, idx[s])
             with tf.GradientTape() as tape:
                 tape.watch(w)
-                per_peer = self._loss(w, x, y)
+                per_peer = self._loss(w, x, y, real[s])
                 if cfg.l2 > 0:  # kernels only (rank >= 2 per peer), as the manifest's `l2` says
                     per_peer += cfg.l2 * tf.add_n([tf.reduce_sum(tf.square(k), axis=list(range(1, len(k.shape))))
                                                    for k in w if len(k.shape) >= 3])  # fmt: skip
@@ -159,11 +162,14 @@ class StackedDense:
         span = int(steps_a.max())
         cfg = self.training
         idx = np.zeros((span, len(peers), cfg.batch_size), np.int64)
+        real = np.zeros((span, len(peers), cfg.batch_size), np.float32)
         active = np.zeros((span, len(peers)), np.float32)
         lr = np.zeros((span, len(peers)), np.float32)
         for k, (p, n) in enumerate(zip(peers.tolist(), steps_a.tolist(), strict=True)):
             for s in range(n):
-                idx[s, k] = self.streams[p].next() + self.offsets[p]
+                rows = self.streams[p].next() + self.offsets[p]
+                idx[s, k, : len(rows)], idx[s, k, len(rows) :] = rows, rows[0] if len(rows) else 0
+                real[s, k, : len(rows)] = 1.0
                 active[s, k] = 1.0
                 lr[s, k] = warmup_lr(cfg.learning_rate, cfg.warmup_steps, int(self.steps[p]) + s)
         for s in range(span):  # a peer with fewer steps idles on the last rows; its batch index is never read
@@ -173,7 +179,7 @@ class StackedDense:
         v = [tf.constant(a[peers]) for a in self.v]
         # steps per peer along the chunk: a peer that idles keeps its count (active is a prefix)
         t = tf.constant(self.steps[peers].astype(np.float32))
-        new_w, new_m, new_v = self._run(w, m, v, t, tf.constant(idx), tf.constant(active), tf.constant(lr))
+        new_w, new_m, new_v = self._run(w, m, v, t, tf.constant(idx), tf.constant(real), tf.constant(active), tf.constant(lr))
         for a, new in zip(self.m, new_m, strict=True):
             a[peers] = new.numpy()
         for a, new in zip(self.v, new_v, strict=True):

@@ -16,7 +16,9 @@ encoding): ``exchange = 2 * (frame / rate + overhead) + rtt``. Sources:
 Compute (``step_s``): one local training step, ``python_ms_per_step`` of
 ``benchmarks/results/browser.json`` (``benchmarks/browser.py``), scaled by
 ``max(1, peers / cores)`` when ``network.cores`` says the peers share that many cores (the
-loopback webrtc backend runs every peer on this machine's 2 cores).
+loopback webrtc backend runs every peer on this machine's 2 cores); on a loopback link the
+transfers are CPU work too (aiortc's SCTP is pure Python), so the rate is divided by the same
+factor and the per-frame overhead multiplied by it.
 """
 
 from __future__ import annotations
@@ -107,6 +109,9 @@ def time_model(net: NetworkConfig, peers: int) -> TimeModel:
     else:
         step, source = net.step_time_ms / 1000, "constant network.step_time_ms"
     if net.cores is not None and peers > net.cores:
-        step *= peers / net.cores
+        share = peers / net.cores
+        step *= share
         source += f", x {peers}/{net.cores} (peers sharing cores)"
+        if net.profile in (None, "loopback") and net.measured is not None:  # loopback transfers are CPU-bound (Python SCTP)
+            link = LinkCosts(link.rate / share, link.latency, link.overhead * share, link.frame, link.source + f", rate / {share:g} (peers sharing cores)")
     return TimeModel(link, step, source)
