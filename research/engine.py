@@ -32,6 +32,7 @@ from peer.averaging import ClippedPairAverage, bounded_pair_average
 from peer.fedavg import FedAvgAggregator, adopt
 from peer.gossip import GossipEngine, Outcome, Update
 from peer.node import TRAIN_CHUNK
+from peer.skew import choose_partners
 
 from .timing import TimeModel
 
@@ -201,6 +202,8 @@ class SwarmSpec:
     robust: str = "none"
     clip_multiplier: float = 2.0
     exchange_timeout_s: float = 60.0
+    mixing: str = "random"  # peer.skew: random neighbor, or the one-peer exponential graph
+    fanout: int = 1  # partners per round (peer.skew.fanout_partners)
     resolve_crossing: bool = True  # engines know their peer id: crossing requests merge once instead of declining
     eval_every_s: float = 1.0
     seed: int = 0
@@ -242,6 +245,7 @@ class SimSwarm:
             e.set()
         self._churn_left = 0
         self._finished = [False] * n  # did its steps and came back from its last exchange
+        self._rounds = [0] * n  # exchange rounds each peer started (the exponential graph's clock)
 
     def _on_bytes(self, sent: int) -> None:
         if self.spec.budget_bytes is not None and sent >= self.spec.budget_bytes:
@@ -286,12 +290,16 @@ class SimSwarm:
             self.stop.set()
 
     async def _exchange(self, p: int, rng: random.Random) -> None:
-        options = [q for q in self.neighbors[p] if self.online[q]]
-        if not options:
-            return
-        outcome = await self.engines[p].initiate(self.ids[rng.choice(options)], self.transports[p], self.spec.exchange_timeout_s)  # type: ignore[arg-type]
-        if outcome != Outcome.MERGED:
-            await asyncio.sleep(rng.uniform(0.0, BACKOFF_S))
+        spec = self.spec
+        exponential = spec.mixing == "exponential" and spec.method == "gossip"
+        pool = range(spec.peers) if exponential else self.neighbors[p]  # the exponential graph links i to i + 2^k
+        options = [self.ids[q] for q in pool if q != p and self.online[q]]
+        self._rounds[p] += 1
+        for partner in choose_partners(self.ids[p], options, self.ids[: spec.peers], self._rounds[p] - 1, rng,
+                                       spec.mixing if spec.method == "gossip" else "random", spec.fanout):  # fmt: skip
+            outcome = await self.engines[p].initiate(partner, self.transports[p], spec.exchange_timeout_s)
+            if outcome != Outcome.MERGED:
+                await asyncio.sleep(rng.uniform(0.0, BACKOFF_S))
 
     # ---- the run ------------------------------------------------------------------------------
     def _evaluate(self) -> None:
