@@ -17,11 +17,10 @@ BASE = {"seeds": [0], "data": {"eval_examples": 1000}, "swarm": {"peers": 8, "de
 
 def _honest_accuracy(kind: str, robust: str) -> float:
     from research import sim
-    from research.data import prepare
 
     raw = {**BASE, "swarm": {**BASE["swarm"], "robust": robust}, "attack": {"kind": kind, "peers": 2}}
     config = ExperimentConfig.model_validate(raw)
-    return float(sim.run(config, prepare(config, 0), "gossip", 0).rows[-1]["honest_mean_acc"])
+    return float(sim.run(config, "gossip", 0).rows[-1]["honest_mean_acc"])
 
 
 @pytest.fixture(scope="module")
