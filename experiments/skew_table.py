@@ -4,7 +4,8 @@ For each peer count: plain gossip, the one-peer exponential graph (``swarm.mixin
 mixing with 2 partners per round (``swarm.fanout``) and FedAvg, all stopping at the bytes of 40
 FedAvg rounds (``peers x 2 x frame x 40``) or the round cap, the time model measured
 (loopback link, Python step time). Writes docs/research/skew/skew.json (command, config per
-cell, git commit, machine, final mean and worst-peer accuracy per seed) and prints the table.
+cell, git commit, machine, per seed the mean and worst-peer accuracy of every peer's model right
+after its last exchange, and of its model at the stop) and prints the table.
 Run: ``PYTHONPATH=. .venv/bin/python experiments/skew_table.py --peers 16 --seeds 0 1 2``.
 """
 
@@ -57,19 +58,21 @@ def main() -> None:
             for seed in args.seeds:
                 started = time.monotonic()
                 r = sim.run(cfg, method, seed)  # type: ignore[arg-type]
-                last = r.rows[-1]
+                last, current = r.rows[-1], r.rows[-2]  # after each peer's last exchange; at the stop, mid local drift
                 runs.append({"seed": seed, "mean_acc": last["mean_acc"], "min_acc": last["min_acc"], "bytes_sent": last["bytes_sent"],
+                             "current_mean_acc": current["mean_acc"], "current_min_acc": current["min_acc"],
                              "round": last["round"], "exchanges": r.stats["exchanges"], "wall_s": round(time.monotonic() - started, 1)})  # fmt: skip
                 print(peers, name, runs[-1], flush=True)
             results["cells"].append({"peers": peers, "variant": name, "config": json.loads(cfg.model_dump_json()), "runs": runs,
                                      "mean_acc": sum(x["mean_acc"] for x in runs) / len(runs),
                                      "min_acc": sum(x["min_acc"] for x in runs) / len(runs)})  # fmt: skip
-    lines = ["| peers | variant | final mean acc (3-seed mean) | worst peer (3-seed mean) | per seed mean / worst | MB sent |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| peers | variant | mean acc after last exchange | worst peer | per seed mean / worst | at the stop (mid local steps): mean / worst | MB sent |",
+             "|---|---|---|---|---|---|---|"]
     for c in results["cells"]:
         per = ", ".join(f"{x['mean_acc']:.3f}/{x['min_acc']:.3f}" for x in c["runs"])
         mb = sum(x["bytes_sent"] for x in c["runs"]) / len(c["runs"]) / 1e6
-        lines.append(f"| {c['peers']} | {c['variant']} | {c['mean_acc']:.3f} | {c['min_acc']:.3f} | {per} | {mb:.0f} |")
+        cur = (sum(x["current_mean_acc"] for x in c["runs"]) / len(c["runs"]), sum(x["current_min_acc"] for x in c["runs"]) / len(c["runs"]))
+        lines.append(f"| {c['peers']} | {c['variant']} | {c['mean_acc']:.3f} | {c['min_acc']:.3f} | {per} | {cur[0]:.3f} / {cur[1]:.3f} | {mb:.0f} |")
     results["table"] = "\n".join(lines) + "\n"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n")

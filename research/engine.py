@@ -96,13 +96,14 @@ class SimModel:
     def __init__(self, token: int, weight: float) -> None:
         self.lock = asyncio.Lock()
         self.token, self.weight, self.step = token, weight, 0
+        self.exchanged = token  # the model right after its last merge (what an exchange left it with)
 
     def current(self) -> Update:
         return Update(Tok(self.token), self.weight, self.step)  # type: ignore[arg-type]
 
     def assign(self, weights: Any, weight: float) -> None:
         if isinstance(weights, Tok):  # the aggregator's model takes placeholder averages: nothing to track
-            self.token = weights.id
+            self.token = self.exchanged = weights.id
         self.weight = weight
 
 
@@ -302,12 +303,14 @@ class SimSwarm:
                 await asyncio.sleep(rng.uniform(0.0, BACKOFF_S))
 
     # ---- the run ------------------------------------------------------------------------------
-    def _evaluate(self) -> None:
+    def _evaluate(self, after_exchange: bool = False) -> None:
+        """Every peer's current model; with ``after_exchange``, the model its last merge left it with
+        (FedAvg: the global model; gossip: before the local drift of the steps since)."""
         loop = asyncio.get_running_loop()
         steps = [m.step for m in self.models]
         row = {"time_s": round(loop.time(), 6), "bytes_sent": self.net.sent, "online": int(sum(self.online[: self.spec.peers])),
-               "round": round(float(np.mean(steps)) / self.spec.local_steps, 3)}  # fmt: skip
-        self.schedule.evaluate([m.token for m in self.models], row)
+               "round": round(float(np.mean(steps)) / self.spec.local_steps, 3), "snapshot": "after_exchange" if after_exchange else "current"}  # fmt: skip
+        self.schedule.evaluate([m.exchanged if after_exchange else m.token for m in self.models], row)
 
     async def _evaluator(self) -> None:
         while True:
@@ -348,6 +351,8 @@ class SimSwarm:
         if errors:
             raise errors[0]
         self._evaluate()
+        if self.spec.method != "local":
+            self._evaluate(after_exchange=True)
         return self.schedule
 
     def outcomes(self) -> dict[str, int]:

@@ -115,6 +115,7 @@ class Replay:
         self.feedback = [ErrorFeedback() for _ in range(schedule.peers + 1)]
         self.train_batches = 0
         self.evaluations: list[Evaluation] = []
+        self._evaluated: list[tuple[int, Evaluation]] = []
 
     def _dependencies(self) -> tuple[list[int], list[list[int]], dict[int, int]]:
         ops = self.schedule.ops
@@ -156,7 +157,7 @@ class Replay:
         while cheap or trains:
             while cheap:
                 i = heapq.heappop(cheap)
-                self._cheap(ops[i], last=i == len(ops) - 1)
+                self._cheap(ops[i], index=i, last=i == len(ops) - 1)
                 done += 1
                 finished(i)
             if trains:
@@ -169,6 +170,7 @@ class Replay:
                     finished(i)
         if done != len(ops):
             raise RuntimeError(f"replay ran {done} of {len(ops)} operations: the schedule has a cycle")
+        self.evaluations = [e for _, e in sorted(self._evaluated, key=lambda item: item[0])]  # in record order
         return self.evaluations
 
     # ---- values -----------------------------------------------------------------------------
@@ -189,7 +191,7 @@ class Replay:
         for op, w in zip(ops, outputs, strict=True):
             self._put(op.out, w)
 
-    def _cheap(self, op: Op, last: bool) -> None:
+    def _cheap(self, op: Op, index: int, last: bool) -> None:
         if op.kind == "send":
             self._put(op.out, self._send(op.peer, op.dst, self._take(op.inputs[0])))
         elif op.kind == "merge":
@@ -207,7 +209,7 @@ class Replay:
         elif op.kind == "evaluate":
             models = [self._take(t) for t in op.inputs]
             acc = self.plane.evaluate(models)
-            self.evaluations.append(Evaluation(dict(op.row or {}), acc, consensus_distance(models), models if last else None))
+            self._evaluated.append((index, Evaluation(dict(op.row or {}), acc, consensus_distance(models), models if last else None)))
         else:
             raise ValueError(f"unknown operation {op.kind!r}")
 

@@ -149,7 +149,7 @@ def run(config: ExperimentConfig, method: Method, seed: int, model: SwarmModel |
     honest = np.array([p not in attackers for p in range(peers)])
     for e in evaluations:
         acc = e.accuracy
-        result.rows.append({"method": method, "seed": seed, **{k: e.row[k] for k in ("round", "time_s", "bytes_sent")},
+        result.rows.append({"method": method, "seed": seed, **{k: e.row[k] for k in ("round", "time_s", "bytes_sent", "snapshot")},
                             "mean_acc": float(acc.mean()), "min_acc": float(acc.min()), "max_acc": float(acc.max()),
                             "consensus_distance": e.consensus_distance, "online": e.row["online"],
                             "honest_mean_acc": float(acc[honest].mean())})  # fmt: skip
