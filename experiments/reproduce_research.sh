@@ -8,3 +8,7 @@ for peers in 16 64; do
   done
 done
 .venv/bin/swarm experiment experiments/scale256.toml --out docs/research/scale256 --quiet
+# Issue 11 figures (live engine): sim vs measured time, Ray scaling and 1,024 peers, label-skew remedies
+.venv/bin/python -m benchmarks.sim_vs_webrtc
+.venv/bin/python -m benchmarks.ray_scale
+PYTHONPATH=. .venv/bin/python experiments/skew_table.py --peers 16 64 --seeds 0 1 2
