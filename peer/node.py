@@ -19,10 +19,10 @@ import aiohttp
 import numpy as np
 from rich.console import Console
 
-from protocols.codecs import CodecId, codec_for
+from protocols.codecs import CodecId
 from protocols.crypto import peer_id_of, public_key_bytes
 from protocols.dataset import decode_shard, features_float32
-from protocols.frame import FIXED_HEADER_SIZE
+from protocols.frame import frame_size
 from protocols.manifest import Manifest
 from protocols.signaling import ErrorCode, Report, Welcome
 
@@ -166,9 +166,8 @@ def _local_labels(path: Path, y: np.ndarray, n: int, classes: int) -> np.ndarray
 
 
 def max_frame_size(manifest: Manifest) -> int:
-    shapes = [tuple(w.shape) for w in manifest.model.weights]
-    layout = sum(1 + 4 * len(s) for s in shapes)
-    return FIXED_HEADER_SIZE + layout + 96 + codec_for(CodecId.FLOAT32).encoded_size(shapes)
+    """Bytes of the largest frame this model's exchanges carry: a float32 frame (``protocols.frame.frame_size``)."""
+    return frame_size([tuple(w.shape) for w in manifest.model.weights], int(CodecId.FLOAT32))
 
 
 class PeerNode:

@@ -25,9 +25,10 @@ from collections.abc import Callable
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from protocols.codecs import CodecId, codec_for
+from protocols.codecs import CodecId
 from protocols.frame import FrameKind, build_frame
 
+from .error_feedback import ErrorFeedback
 from .fedavg import FedAvgAggregator
 from .gossip import GossipEngine, Update
 from .link import PeerLink
@@ -74,7 +75,7 @@ class MeshTransport:
         self._exchange = itertools.count(1)
         self._pending: dict[tuple[str, int], asyncio.Future[Update | None]] = {}
         self.last_distance: float | None = None
-        self._residual: dict[str, list[np.ndarray]] = {}
+        self._feedback = ErrorFeedback(MAX_RESIDUALS)
         self._buckets: dict[str, TokenBucket] = {}
         self._strikes: dict[str, deque[float]] = {}
         self._pulls_served: dict[str, float] = {}
@@ -103,16 +104,7 @@ class MeshTransport:
         What a neighbor receives then differs from our model by one residual, never by the sum
         of every exchange's rounding error.
         """
-        if codec == CodecId.FLOAT32:
-            return weights
-        residual = self._residual.get(peer)
-        target = [w + r for w, r in zip(weights, residual, strict=True)] if residual else list(weights)
-        c = codec_for(codec)
-        sent = c.decode(c.encode(target), [t.shape for t in target])
-        self._residual[peer] = [t - q for t, q in zip(target, sent, strict=True)]
-        while len(self._residual) > MAX_RESIDUALS:  # departed neighbors: forget the oldest
-            self._residual.pop(next(iter(self._residual)))
-        return target
+        return self._feedback.apply(peer, weights, codec)
 
     async def send(self, link: PeerLink, kind: FrameKind, exchange_id: int, update: Update | None,
                    codec: CodecId | None = None) -> None:  # fmt: skip

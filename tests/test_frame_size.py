@@ -7,7 +7,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 
 from protocols.frame import frame_size
 from protocols.make_vectors import VECTORS_DIR, frame_size_vectors, render
@@ -32,8 +31,9 @@ def test_the_vector_is_the_generator_output_and_python_matches_it() -> None:
         assert frame_size(shapes, case["codec"], message_size=case["message_size"]) == case["wire_size"], case["name"]
 
 
-@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
 def test_the_browser_mirror_matches_the_vector() -> None:
+    if shutil.which("node") is None:
+        raise RuntimeError("node is missing: ./scripts/setup.sh installs nodejs")
     module = ROOT / "browser_peer" / "src" / "protocol" / "frame.js"
     out = subprocess.run(["node", "--input-type=module", "-e", CHECK, module.as_uri(), str(VECTOR)],
                          capture_output=True, text=True, timeout=60, check=True)  # fmt: skip

@@ -26,10 +26,18 @@ from netlab.sh import list_namespaces, list_root_links, process_start_time
 from netlab.state import STATE_DIR, RunState
 
 REPO = Path(__file__).resolve().parents[1]
-needs_root = pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("iptables") is None or shutil.which("ip") is None,
-    reason="netlab needs root, iproute2 and iptables (scripts/setup.sh installs them)",
-)
+def _require_root() -> None:
+    """The emulated internet is a core test bed: missing prerequisites fail, they never skip."""
+    if os.geteuid() != 0 or shutil.which("iptables") is None or shutil.which("ip") is None:
+        raise RuntimeError("netlab needs root, iproute2 and iptables: run the tests as root after ./scripts/setup.sh --browser")
+
+
+needs_root = pytest.mark.usefixtures("_root")
+
+
+@pytest.fixture
+def _root() -> None:
+    _require_root()
 
 
 def leftovers(prefix: str) -> list[str]:
