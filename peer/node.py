@@ -443,8 +443,6 @@ class PeerNode:
             return
         peer = rng.choice(open_links).peer_id
         outcome = await engine.initiate(peer, transport, timeout)
-        if outcome == Outcome.MERGED:
-            transport.check_clipping(peer)
         if outcome == Outcome.TIMEOUT:
             # a neighbor that stops answering is dropped, not waited for; one miss can be a busy
             # machine (6 TensorFlow peers starting on 2 cores), two in a row is a silent peer

@@ -5,10 +5,12 @@ Implements ``gossip.Transport`` for the live peer. Every incoming frame goes thr
 the pending exchange with the same ``exchange_id`` from the same peer.
 
 Reputation: every kind of abuse is a strike against the sending neighbor, and ``STRIKES_TO_BAN``
-strikes within ``STRIKE_WINDOW_S`` ban it: rejected frames, models far beyond the clipping
-radius, weight-carrying replies nobody asked for, and what a link refuses before there is a
-frame at all (junk chunks, text messages, oversized messages: ``PeerLink.refusals``, collected
-by ``collect_abuse`` whenever a link reports a chunk error).
+strikes within ``STRIKE_WINDOW_S`` ban it: rejected frames, weight-carrying replies nobody
+asked for, and what a link refuses before there is a frame at all (junk chunks, text messages,
+oversized messages: ``PeerLink.refusals``, collected by ``collect_abuse`` whenever a link
+reports a chunk error). A model far from ours is *not* a strike: honest neighbors drift far
+apart (early training from one initialization, a partition, a skewed shard), and the clipped
+average already bounds what a poisoned model can do (``averaging.ClippedPairAverage``).
 """
 
 from __future__ import annotations
@@ -43,11 +45,10 @@ MAX_RESIDUALS = 256
 # per neighbor: a gossip exchange costs each side one or two frames, so honest peers stay far below
 FRAME_RATE = 20.0  # frames per second, sustained
 FRAME_BURST = 40
-# reputation: this many strikes (rejected frames, hard-clipped models) within the window ban a peer
+# reputation: this many strikes (rejected frames, refused messages) within the window ban a peer
 STRIKES_TO_BAN = 10
 STRIKE_WINDOW_S = 60.0
 PULL_INTERVAL_S = 10.0  # one model per neighbor per this long, however often it asks
-HARD_CLIP_RATIO = 4.0  # a model this many times farther than tau counts as a strike
 NOT_STRIKES = {"unexpected", "rate_limited"}  # late replies after a timeout are not misbehaviour
 LATE_REPLIES = 64  # per neighbor: exchanges that ended unanswered, whose one late reply is no strike
 
@@ -189,12 +190,6 @@ class MeshTransport:
                 for _ in range(new):
                     self.strike(link.peer_id, link.last_refusal or "bad_chunk")
 
-    def check_clipping(self, peer: str) -> None:
-        """After a merge: a model far outside the clipping radius is a strike against its sender."""
-        ratio = getattr(getattr(self.engine, "average", None), "last_ratio", 1.0)
-        if ratio > HARD_CLIP_RATIO:
-            self.strike(peer, f"model {ratio:.0f}x beyond the clipping radius")
-
     # ---- incoming -----------------------------------------------------------------------
     async def on_frame(self, link: PeerLink, data: bytes) -> None:
         bucket = self._buckets.get(link.peer_id)
@@ -219,8 +214,6 @@ class MeshTransport:
         update = Update(tensors, h.sample_weight, h.step) if tensors else None
         if h.kind == FrameKind.EXCHANGE_REQUEST and update is not None:
             reply = await self.engine.respond(update, link.peer_id)
-            if reply is not None:
-                self.check_clipping(link.peer_id)
             kind = FrameKind.EXCHANGE_RESPONSE if reply is not None else FrameKind.EXCHANGE_DECLINE
             try:  # the reply uses the request's codec: codecs are negotiated per exchange
                 await self.send(link, kind, h.exchange_id, reply, CodecId(h.codec))

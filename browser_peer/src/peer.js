@@ -271,10 +271,7 @@ export class BrowserPeer {
     if (open.length === 0) return;
     const peer = open[Math.floor(Math.random() * open.length)].peerId;
     const outcome = await this.engine.initiate(peer, this.transport, timeout);
-    if (outcome === Outcome.MERGED) {
-      this.exchangesDone += 1;
-      this.transport.checkClipping(peer);
-    }
+    if (outcome === Outcome.MERGED) this.exchangesDone += 1;
     if (outcome === Outcome.TIMEOUT) {
       // a neighbor that stops answering is dropped, not waited for: two misses in a row (one can
       // be a busy machine), as the Python peer does

@@ -1,9 +1,10 @@
 // Gossip over the WebRTC mesh: updates become signed frames and back (mirrors peer/transport.py).
 // Every incoming frame passes the FrameVerifier first; requests are answered by the engine,
 // responses resolve the pending exchange with the same exchange id from the same peer.
-// Every kind of abuse is a strike against the sending neighbor: rejected frames, models far
-// beyond the clipping radius, weight-carrying replies nobody asked for, and what a link refused
-// before there was a frame (link.refusals, collected by collectAbuse on every chunk error).
+// Every kind of abuse is a strike against the sending neighbor: rejected frames, weight-carrying
+// replies nobody asked for, and what a link refused before there was a frame (link.refusals,
+// collected by collectAbuse on every chunk error). A model far from ours is no strike: honest
+// neighbors drift far apart, and the clipped average already bounds a poisoned model.
 import { distance } from "./averaging.js";
 import { CODEC, decode, encode } from "./protocol/codecs.js";
 import { FRAME_KIND, buildFrame } from "./protocol/frame.js";
@@ -18,7 +19,6 @@ const FRAME_BURST = 40;
 const STRIKES_TO_BAN = 10;
 const STRIKE_WINDOW_MS = 60000;
 const PULL_INTERVAL_MS = 10000;
-const HARD_CLIP_RATIO = 4;
 const NOT_STRIKES = new Set(["unexpected", "rate_limited"]);
 
 function randomU64() {
@@ -72,11 +72,6 @@ export class MeshTransport {
         for (let i = 0; i < fresh; i++) this.strike(link.peerId, link.lastRefusal || "bad_chunk");
       }
     }
-  }
-
-  checkClipping(peerId) {
-    const ratio = this.engine.clip ? this.engine.clip.lastRatio : 1;
-    if (ratio > HARD_CLIP_RATIO) this.strike(peerId, `model ${ratio.toFixed(0)}x beyond the clipping radius`);
   }
 
   /** Ask a neighbor for its current model (a joining peer starts from the swarm's state). */
@@ -158,7 +153,6 @@ export class MeshTransport {
     const update = tensors.length ? { weights: tensors, weight: h.sampleWeight, step: Number(h.step) } : null;
     if (h.kind === FRAME_KIND.EXCHANGE_REQUEST && update) {
       const reply = await this.engine.respond(update, link.peerId);
-      if (reply) this.checkClipping(link.peerId);
       const kind = reply ? FRAME_KIND.EXCHANGE_RESPONSE : FRAME_KIND.EXCHANGE_DECLINE;
       try { // the reply uses the request's codec: codecs are negotiated per exchange
         await this.send(link, kind, h.exchangeId, reply, h.codec);
