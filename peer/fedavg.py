@@ -33,6 +33,10 @@ class FedAvgAggregator:
         self._pending: list[tuple[Update, asyncio.Future[Update]]] = []
         self._deadline: asyncio.TimerHandle | None = None
 
+    def on_propose(self, peer: str) -> bool:
+        """Every client's proposal is accepted: one round averages many clients at once."""
+        return True
+
     async def respond(self, update: Update, peer: str | None = None) -> Update | None:
         future: asyncio.Future[Update] = asyncio.get_running_loop().create_future()
         self._pending.append((update, future))

@@ -47,6 +47,10 @@ HIGH_WATER = 4 * 1024 * 1024
 LOW_WATER = 1 * 1024 * 1024
 STALL_TIMEOUT_S = 10.0  # a message or transfer in flight and nothing more of it for this long: drop the link
 WATCH_INTERVAL_S = 0.25
+RATE_SAMPLE_MIN = 2 * HIGH_WATER  # a send this large, minus what is still buffered, measures the link's rate
+RATE_SMOOTHING = 0.5  # weight of the newest rate sample (exponential moving average)
+SEND_TIMEOUT_CEILING_S = 600.0
+DEFAULT_RATE_BYTES_S = 1e6  # peer.gossip.DEFAULT_RATE_BYTES_S: until a large send measured the link
 REFUSED_TRANSFERS = 16  # refused transfers remembered per link, so the rest of their chunks is no new strike
 _CHUNK_FIELDS = struct.Struct(">III")  # transfer_id, index, count after the magic (protocols.chunking layout)
 
@@ -165,6 +169,7 @@ class PeerLink:
         self.opened = asyncio.Event()
         self.bytes_sent = 0
         self.bytes_received = 0
+        self.rate_bytes_s: float | None = None  # measured send rate (large sends only), bytes per second
         self._transfer_id = 0
         self._low = asyncio.Event()
         self._on_frame, self._on_closed, self._on_chunk_error = on_frame, on_closed, on_chunk_error
@@ -231,6 +236,12 @@ class PeerLink:
         except AttributeError as exc:
             log.debug("no ICE pair information: %s", exc)
         return info
+
+    @property
+    def rtt_s(self) -> float | None:
+        """SCTP's smoothed round-trip time in seconds, or None before it is known."""
+        rtt_ms = self.ice_info()["rtt_ms"]
+        return float(rtt_ms) / 1000.0 if isinstance(rtt_ms, (int, float)) else None
 
     def _on_connection_state(self) -> None:
         if self.pc.connectionState in ("failed", "closed"):
@@ -327,7 +338,10 @@ class PeerLink:
                 raise ConnectionError(f"link to {self.peer_id[:8]} is {self.state.value}")
             data = build()
             self._transfer_id = (self._transfer_id + 1) & 0xFFFFFFFF
-            async with asyncio.timeout(self.send_timeout):
+            # a large model on a slow link takes longer than the default: allow 4x what the link's rate says
+            timeout = min(SEND_TIMEOUT_CEILING_S, max(self.send_timeout, 4.0 * len(data) / (self.rate_bytes_s or DEFAULT_RATE_BYTES_S)))
+            started = time.monotonic()
+            async with asyncio.timeout(timeout):
                 for chunk in split_frame(data, self._transfer_id, self.message_size):
                     while self.channel.bufferedAmount > HIGH_WATER and self.state == LinkState.OPEN:
                         self._low.clear()
@@ -336,6 +350,15 @@ class PeerLink:
                         raise ConnectionError(f"link to {self.peer_id[:8]} closed while sending")
                     self.channel.send(chunk)
                     self.bytes_sent += len(chunk)
+            self._measure_rate(len(data) - self.channel.bufferedAmount, time.monotonic() - started)
+
+    def _measure_rate(self, drained: int, seconds: float) -> None:
+        """Fold one large send (bytes that left the buffer, in seconds) into ``rate_bytes_s``."""
+        if drained < RATE_SAMPLE_MIN or seconds <= 0:
+            return  # small sends only fill the buffer: they say nothing about the link
+        sample = drained / seconds
+        self.rate_bytes_s = sample if self.rate_bytes_s is None else (
+            RATE_SMOOTHING * sample + (1.0 - RATE_SMOOTHING) * self.rate_bytes_s)
 
     async def close(self, reason: str = "closed") -> None:
         if self.state == LinkState.CLOSED:

@@ -232,8 +232,11 @@ class Mesh:
         return list(self.config.ice_servers) if self.config.ice_servers is not None else list(self._swarm_ice_servers)
 
     def link_report(self) -> list[dict[str, object]]:
-        """Per open link: neighbor, its client, the selected ICE pair's candidate types and the RTT (ms)."""
-        return [{"peer": link.peer_id, "client": link.remote.client, **link.ice_info()} for link in self.open_links()]
+        """Per open link: neighbor, its client, the selected ICE pair's candidate types, the RTT (ms)
+        and the measured send rate (MB/s, None until a large send measured it)."""
+        return [{"peer": link.peer_id, "client": link.remote.client, **link.ice_info(),
+                 "rate_mb_s": round(link.rate_bytes_s / 1e6, 3) if link.rate_bytes_s else None}
+                for link in self.open_links()]  # fmt: skip
 
     # ---- signaling ----------------------------------------------------------------------
     async def _signaling_loop(self) -> None:

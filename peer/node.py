@@ -165,6 +165,12 @@ def _local_labels(path: Path, y: np.ndarray, n: int, classes: int) -> np.ndarray
     return labels
 
 
+def _log_failure(task: asyncio.Task[None]) -> None:
+    """A background exchange that raised: say so (the next one starts anyway)."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("exchange failed: %r", task.exception())
+
+
 def max_frame_size(manifest: Manifest) -> int:
     """Bytes of the largest frame this model's exchanges carry: a float32 frame (``protocols.frame.frame_size``)."""
     return frame_size([tuple(w.shape) for w in manifest.model.weights], int(CodecId.FLOAT32))
@@ -208,8 +214,11 @@ class PeerNode:
                 sink.transport = transport = MeshTransport(
                     self.key, swarm_id=bytes.fromhex(cfg.swarm_id), model_id=bytes.fromhex(signed.model_id),
                     verifier=verifier, engine=engine, metrics=self.metrics, links=lambda: mesh.links,
-                    codec=CodecId[manifest.gossip.codec.upper()],
+                    codec=CodecId[manifest.gossip.codec.upper()], frame_bytes=max_frame_size(manifest),
+                    exchange_timeout_s=manifest.gossip.exchange_timeout_s,
                 )  # fmt: skip
+                if isinstance(engine, GossipEngine):
+                    engine.hold_s = transport.deadline  # how long an accepted proposal waits for its request
                 transport.on_misbehaving = lambda peer, why: mesh.ban(peer)
                 fresh = await self._resume(trainer, ckpt_dir, signed.model_id)
                 mesh.accept_links()
@@ -384,6 +393,11 @@ class PeerNode:
                              f"rejected {sum(metrics.rejected.values())}")  # fmt: skip
             return row
 
+        background: list[asyncio.Task[None]] = []  # the exchange in flight beside training, if any
+
+        def in_flight() -> bool:
+            return bool(background) and not background[0].done()
+
         async def work() -> None:
             nonlocal loss, since_exchange, last_report, last_ckpt
             async with trainer.lock:
@@ -409,10 +423,15 @@ class PeerNode:
                         async with trainer.lock:
                             await asyncio.to_thread(report)
                         last_report = time.monotonic()
-                if since_exchange >= tcfg.local_steps and role != "aggregator":
+                if since_exchange >= tcfg.local_steps and role != "aggregator" and not in_flight():
                     async with trainer.lock:
                         good.save()  # the weights this exchange sends
-                    await self._exchange(mesh, engine, transport, rng, manifest.gossip.exchange_timeout_s)
+                    exchange = self._exchange(mesh, engine, transport, rng)
+                    if training and role == "gossip":  # beside training: the merge lands when the reply does
+                        background[:] = [asyncio.create_task(exchange)]
+                        background[0].add_done_callback(_log_failure)
+                    else:  # a FedAvg client waits for its round's average (synchronous FedAvg); an idle peer just gossips
+                        await exchange
                     since_exchange = 0
                 if time.monotonic() - last_ckpt > cfg.checkpoint_interval_s:
                     await self._checkpoint(trainer, ckpt_dir, model_id)
@@ -424,9 +443,9 @@ class PeerNode:
         try:
             await asyncio.wait({body, stopper}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (body, stopper):
+            for task in (body, stopper, *background):
                 task.cancel()
-            await asyncio.gather(body, stopper, return_exceptions=True)
+            await asyncio.gather(body, stopper, *background, return_exceptions=True)
             if body.done() and not body.cancelled() and body.exception() is not None:
                 log.error("training loop failed: %r", body.exception())
             async with trainer.lock:
@@ -437,12 +456,13 @@ class PeerNode:
             raise body.exception()  # type: ignore[misc]
 
     async def _exchange(self, mesh: Mesh, engine: GossipEngine | FedAvgAggregator, transport: MeshTransport,
-                        rng: random.Random, timeout: float) -> None:  # fmt: skip
+                        rng: random.Random) -> None:  # fmt: skip
+        """One exchange with a random open link; its deadline comes from the frame size and that link."""
         open_links = mesh.open_links()
         if not open_links or not isinstance(engine, GossipEngine):
             return
         peer = rng.choice(open_links).peer_id
-        outcome = await engine.initiate(peer, transport, timeout)
+        outcome = await engine.initiate(peer, transport, transport.deadline(peer))
         if outcome == Outcome.TIMEOUT:
             # a neighbor that stops answering is dropped, not waited for; one miss can be a busy
             # machine (6 TensorFlow peers starting on 2 cores), two in a row is a silent peer

@@ -1,8 +1,10 @@
-"""Gossip over the WebRTC mesh: turns ``Update`` objects into signed frames and back.
+"""Gossip over the WebRTC mesh: turns proposals and ``Update`` objects into signed frames and back.
 
 Implements ``gossip.Transport`` for the live peer. Every incoming frame goes through the
-``FrameVerifier`` first; requests are answered by the ``GossipEngine``; responses resolve
-the pending exchange with the same ``exchange_id`` from the same peer.
+``FrameVerifier`` first; proposals and requests are answered by the engine (``on_propose``,
+``respond``); accepts, declines and responses resolve the pending exchange with the same
+``exchange_id`` from the same peer. An accepted proposal's ``exchange_id`` is reused by the
+request that follows it (docs/PROTOCOL.md "The gossip exchange").
 
 Reputation: every kind of abuse is a strike against the sending neighbor, and ``STRIKES_TO_BAN``
 strikes within ``STRIKE_WINDOW_S`` ban it: rejected frames, weight-carrying replies nobody
@@ -32,7 +34,7 @@ from protocols.frame import FrameKind, build_frame
 
 from .error_feedback import ErrorFeedback
 from .fedavg import FedAvgAggregator
-from .gossip import GossipEngine, Update
+from .gossip import GossipEngine, Update, exchange_deadline
 from .link import PeerLink
 from .metrics import PeerMetrics
 from .ratelimit import TokenBucket
@@ -65,16 +67,20 @@ class MeshTransport:
         metrics: PeerMetrics,
         links: Callable[[], dict[str, PeerLink]],
         codec: CodecId = CodecId.FLOAT32,
+        frame_bytes: int = 0,
+        exchange_timeout_s: float = 10.0,
     ) -> None:
         self.key = key
         self.swarm_id, self.model_id = swarm_id, model_id
         self.verifier, self.engine, self.metrics = verifier, engine, metrics
         self.links = links
         self.codec = codec
+        self.frame_bytes, self.exchange_timeout_s = frame_bytes, exchange_timeout_s
         self.session = secrets.randbits(64)  # new per process: receivers key replay state by it
         self._seq = itertools.count(1)
         self._exchange = itertools.count(1)
-        self._pending: dict[tuple[str, int], asyncio.Future[Update | None]] = {}
+        self._pending: dict[tuple[str, int], asyncio.Future[Update | bool | None]] = {}
+        self._accepted: dict[str, int] = {}  # neighbor -> exchange id of its accept (our request reuses it)
         self.last_distance: float | None = None
         self._feedback = ErrorFeedback(MAX_RESIDUALS)
         self._buckets: dict[str, TokenBucket] = {}
@@ -117,26 +123,51 @@ class MeshTransport:
             raise ConnectionError(f"our weights cannot be sent: {exc}") from exc
         self.metrics.frames_sent += 1
 
+    def deadline(self, peer: str) -> float:
+        """Seconds for each step of an exchange with ``peer`` (``gossip.exchange_deadline``):
+        from the model's frame size and the link's measured rate and RTT, floored at the swarm's
+        ``exchange_timeout_s``."""
+        link = self.links().get(peer)
+        rate, rtt = (link.rate_bytes_s, link.rtt_s) if link is not None else (None, None)
+        return exchange_deadline(self.frame_bytes, rate, rtt, floor_s=self.exchange_timeout_s)
+
     # ---- gossip.Transport -------------------------------------------------------------
+    async def propose(self, peer: str) -> bool:
+        """Propose an exchange; True once ``peer`` accepted (our next request reuses its exchange id)."""
+        self._accepted.pop(peer, None)
+        exchange_id = next(self._exchange)
+        accepted = await self._ask(peer, FrameKind.EXCHANGE_PROPOSE, None, exchange_id)
+        if accepted is True:
+            self._accepted[peer] = exchange_id
+            while len(self._accepted) > MAX_RESIDUALS:
+                self._accepted.pop(next(iter(self._accepted)))
+            return True
+        return False
+
     async def request(self, peer: str, update: Update) -> Update | None:
-        reply = await self._ask(peer, FrameKind.EXCHANGE_REQUEST, update)
-        if reply is not None:
-            self.last_distance = _distance(update.weights, reply.weights)
+        exchange_id = self._accepted.pop(peer, None) or next(self._exchange)
+        reply = await self._ask(peer, FrameKind.EXCHANGE_REQUEST, update, exchange_id)
+        if not isinstance(reply, Update):
+            return None
+        self.last_distance = _distance(update.weights, reply.weights)
         return reply
 
     async def pull(self, peer: str) -> Update | None:
         """Ask a neighbor for its current model (a joining peer starts from the swarm's state)."""
-        return await self._ask(peer, FrameKind.PULL_REQUEST, None)
+        reply = await self._ask(peer, FrameKind.PULL_REQUEST, None, next(self._exchange))
+        return reply if isinstance(reply, Update) else None
 
-    async def _ask(self, peer: str, kind: FrameKind, update: Update | None) -> Update | None:
-        """Send a request frame and wait for the reply with its exchange id (None: declined)."""
+    async def _ask(self, peer: str, kind: FrameKind, update: Update | None, exchange_id: int) -> Update | bool | None:
+        """Send a request frame and wait for the reply with its exchange id.
+
+        Returns the reply's update (RESPONSE, PULL_RESPONSE), True (ACCEPT) or None (DECLINE).
+        """
         link = self.links().get(peer)
         if link is None:
             raise ConnectionError(f"no link to {peer[:8]}")
         if len(self._pending) >= MAX_PENDING:
             raise ConnectionError("too many exchanges in flight")
-        exchange_id = next(self._exchange)
-        future: asyncio.Future[Update | None] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Update | bool | None] = asyncio.get_running_loop().create_future()
         self._pending[(peer, exchange_id)] = future
         try:
             await self.send(link, kind, exchange_id, update)
@@ -219,12 +250,22 @@ class MeshTransport:
                 await self.send(link, kind, h.exchange_id, reply, CodecId(h.codec))
             except (ConnectionError, TimeoutError) as exc:
                 log.debug("could not answer %s: %s", link.peer_id[:8], exc)
-        elif h.kind in (FrameKind.EXCHANGE_RESPONSE, FrameKind.EXCHANGE_DECLINE, FrameKind.PULL_RESPONSE):
+        elif h.kind == FrameKind.EXCHANGE_PROPOSE:
+            accept = getattr(self.engine, "on_propose", None)
+            kind = FrameKind.EXCHANGE_ACCEPT if accept is not None and accept(link.peer_id) else FrameKind.EXCHANGE_DECLINE
+            try:
+                await self.send(link, kind, h.exchange_id, None)
+            except (ConnectionError, TimeoutError) as exc:
+                log.debug("could not answer a proposal of %s: %s", link.peer_id[:8], exc)
+        elif h.kind in (FrameKind.EXCHANGE_RESPONSE, FrameKind.EXCHANGE_DECLINE, FrameKind.PULL_RESPONSE,
+                        FrameKind.EXCHANGE_ACCEPT):  # fmt: skip
             future = self._pending.get((link.peer_id, h.exchange_id))
             if future is None or future.done():
                 self.metrics.rejected["unexpected"] += 1
                 if update is not None and not self._was_late(link.peer_id, h.exchange_id):
                     self.strike(link.peer_id, "unexpected")  # weights nobody asked for: a verify and a decode for nothing
+            elif h.kind == FrameKind.EXCHANGE_ACCEPT:
+                future.set_result(True)
             else:
                 future.set_result(None if h.kind == FrameKind.EXCHANGE_DECLINE else update)
         elif h.kind == FrameKind.PULL_REQUEST:

@@ -47,6 +47,8 @@ class FrameKind(IntEnum):
     EXCHANGE_DECLINE = 3  # no payload: the responder is busy, try another neighbor
     PULL_REQUEST = 4  # no payload: send me your current model (joining peers)
     PULL_RESPONSE = 5  # carries weights; the receiver adopts them instead of averaging
+    EXCHANGE_PROPOSE = 6  # no payload: may we exchange? (weights move only once accepted)
+    EXCHANGE_ACCEPT = 7  # no payload: yes, I hold myself for you; send the request
 
 
 @dataclass(frozen=True)
