@@ -64,12 +64,25 @@ class ModelSpec(_Strict):
         return self
 
 
+CLASSIFICATION_LOSSES = ("sparse_categorical_crossentropy", "categorical_crossentropy", "binary_crossentropy")
+REGRESSION_LOSSES = ("mean_squared_error", "mean_absolute_error")
+Loss = Literal["sparse_categorical_crossentropy", "categorical_crossentropy", "binary_crossentropy",
+               "mean_squared_error", "mean_absolute_error"]  # fmt: skip
+Metric = Literal["accuracy", "mae", "mse"]
+
+
 class TrainingConfig(_Strict):
+    """How every peer trains. ``loss`` names the task: sparse (class index targets) or one-hot
+    categorical cross-entropy on softmax outputs, binary cross-entropy on sigmoid outputs
+    (targets 0/1), or MSE/MAE regression on float targets. ``metrics`` default to the task's:
+    ``accuracy`` (the loss's kind: sparse, categorical or binary) for classification, ``mae``
+    for regression; ``accuracy`` with a regression loss is refused."""
+
     optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
     learning_rate: float = Field(default=0.001, gt=0, le=10)
     batch_size: int = Field(default=32, ge=1, le=4096)
-    loss: Literal["sparse_categorical_crossentropy"] = "sparse_categorical_crossentropy"
-    metrics: list[Literal["accuracy"]] = Field(default_factory=lambda: ["accuracy"])
+    loss: Loss = "sparse_categorical_crossentropy"
+    metrics: list[Metric] = Field(default_factory=lambda: ["accuracy"], min_length=1, max_length=3)
     local_steps: int = Field(default=50, ge=1, le=100000, description="local steps between exchanges")
     target_accuracy: float = Field(default=0.90, gt=0, le=1)
     eval_every: int = Field(default=50, ge=1, description="local steps between test evaluations")
@@ -85,6 +98,24 @@ class TrainingConfig(_Strict):
         default=0, ge=0, le=1000000,
         description="local step t (0-based) uses learning_rate * min(1, (t + 1) / warmup_steps); 0: no warm-up",
     )  # fmt: skip
+
+    @model_validator(mode="before")
+    @classmethod
+    def _task_metrics(cls, data: Any) -> Any:
+        """Without ``metrics``, a regression loss measures ``mae`` (accuracy means nothing there)."""
+        if isinstance(data, dict) and data.get("metrics") is None and data.get("loss") in REGRESSION_LOSSES:
+            return {**data, "metrics": ["mae"]}
+        return data
+
+    @model_validator(mode="after")
+    def _metrics_fit_the_loss(self) -> TrainingConfig:
+        if self.is_regression and "accuracy" in self.metrics:
+            raise ValueError(f"metric 'accuracy' does not apply to the regression loss {self.loss}; use mae or mse")
+        return self
+
+    @property
+    def is_regression(self) -> bool:
+        return self.loss in REGRESSION_LOSSES
 
 
 class GossipConfig(_Strict):
@@ -117,10 +148,26 @@ class ShardRef(BlobRef):
 class DatasetSpec(_Strict):
     name: str = Field(max_length=128)
     input_shape: list[Annotated[int, Field(ge=1)]] = Field(min_length=1, max_length=4)
-    num_classes: int = Field(ge=2, le=256)
+    num_classes: int | None = Field(
+        default=None, ge=2, le=256,
+        description="classes 0..num_classes-1 of a classification task (binary: 2); null for regression (float32 targets)",
+    )  # fmt: skip
+    class_names: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
+        default=None, max_length=256,
+        description="the name of class i (the publisher's labels, e.g. 'cat' or '1'); null: classes are their indices",
+    )  # fmt: skip
     partition: Literal["iid", "dirichlet", "by_class"] = "iid"
     train_shards: list[ShardRef] = Field(min_length=1, max_length=4096)
     test: ShardRef
+
+    @model_validator(mode="after")
+    def _names_fit_classes(self) -> DatasetSpec:
+        if self.class_names is not None:
+            if self.num_classes is None or len(self.class_names) != self.num_classes:
+                raise ValueError(f"{len(self.class_names)} class_names for num_classes {self.num_classes}")
+            if len(set(self.class_names)) != len(self.class_names):
+                raise ValueError("class_names must be distinct")
+        return self
 
 
 class Manifest(_Strict):
@@ -133,6 +180,14 @@ class Manifest(_Strict):
     gossip: GossipConfig = Field(default_factory=GossipConfig)
     dataset: DatasetSpec | None = None
     ice_servers: list[IceServer] = Field(default_factory=list, max_length=16)
+
+    @model_validator(mode="after")
+    def _dataset_fits_the_task(self) -> Manifest:
+        ds = self.dataset
+        if ds is not None and (ds.num_classes is None) != self.training.is_regression:
+            raise ValueError(f"loss {self.training.loss} needs dataset.num_classes "
+                             f"{'null (float targets)' if self.training.is_regression else 'set (class labels)'}")  # fmt: skip
+        return self
 
     def blobs(self) -> list[BlobRef]:
         """Every blob the manifest references (what the server must hold before accepting it)."""
