@@ -2,6 +2,10 @@
 // its weights are used. Checks run cheapest first; the replay window only advances after the
 // signature and digest verified, so a forged frame can never burn a legitimate sequence number.
 // Each reject is counted by reason (the reason strings of docs/PROTOCOL.md).
+// Frames of one link are admitted one at a time, in arrival order: the checks await WebCrypto
+// (signature, then the payload's SHA-256), so a small frame would otherwise finish before a
+// large one that arrived just before it, and advance the replay window past the large one's
+// seq: an honest frame refused as a replay, and a strike. Python's verifier is synchronous.
 
 import { bytesEqual, bytesToHex } from "./protocol/bytes.js";
 import { ProtocolError } from "./protocol/errors.js";
@@ -27,6 +31,7 @@ export class FrameVerifier {
     this.shapes = shapes.map((s) => s.map(Number));
     this._maxSessions = maxSessions;
     this._lastSeq = new Map(); // "senderhex:session" -> last accepted seq (BigInt), oldest first
+    this._chains = new Map(); // link key hex -> the admission of its latest frame (settled: removed)
     this.rejected = {}; // reason -> count
     this.accepted = {}; // sender key hex -> count
   }
@@ -42,8 +47,22 @@ export class FrameVerifier {
     throw exc;
   }
 
-  /** Resolve to {frame, tensors} for an admitted frame, or reject with FrameRejected. */
-  async admit(bytes, linkKeyBytes) {
+  /**
+   * Resolve to {frame, tensors} for an admitted frame, or reject with FrameRejected. Frames of
+   * one link (``linkKeyBytes``) are checked in the order admit is called, each after the one
+   * before it has settled; frames of other links are not held up.
+   */
+  admit(bytes, linkKeyBytes) {
+    const link = bytesToHex(linkKeyBytes);
+    const before = this._chains.get(link) ?? Promise.resolve();
+    const result = before.then(() => this._admit(bytes, linkKeyBytes));
+    const settled = result.then(() => {}, () => {}); // a refused frame does not stop the next one
+    this._chains.set(link, settled);
+    settled.then(() => { if (this._chains.get(link) === settled) this._chains.delete(link); });
+    return result;
+  }
+
+  async _admit(bytes, linkKeyBytes) {
     if (bytes.length > this.maxFrameSize) throw this.reject("oversize", `${bytes.length} bytes > ${this.maxFrameSize}`);
     let header;
     try {
