@@ -164,6 +164,17 @@ class InMemoryTransport:
     def __init__(self, me: int, swarm: SimSwarm) -> None:
         self.me, self.swarm = me, swarm
 
+    async def propose(self, peer_id: str) -> bool:
+        """EXCHANGE_PROPOSE and its ACCEPT or DECLINE: two weightless frames across the modelled link."""
+        sw = self.swarm
+        peer = int(peer_id)
+        if not (sw.online[peer] and sw.online[self.me]):
+            raise ConnectionError(f"peer {peer} is offline")
+        await sw.net.transfer(self.me, peer, sw.decline_bytes)
+        accepted = bool(sw.engines[peer].on_propose(sw.ids[self.me]))
+        await sw.net.transfer(peer, self.me, sw.decline_bytes)
+        return accepted
+
     async def request(self, peer_id: str, update: Update) -> Update | None:
         sw = self.swarm
         peer = int(peer_id)
@@ -239,7 +250,8 @@ class SimSwarm:
         else:
             self.neighbors = spec.graph
             self.engines = [GossipEngine(m, average=RecordedRule(self.schedule, p, make_rule(spec.robust, spec.clip_multiplier)),  # type: ignore[arg-type]
-                                         peer_id=own(p)) for p, m in enumerate(self.models)]  # fmt: skip
+                                         peer_id=own(p), hold_s=spec.exchange_timeout_s)
+                            for p, m in enumerate(self.models)]  # fmt: skip
         self.transports = [InMemoryTransport(p, self) for p in range(n)]
         self._online_events = [asyncio.Event() for _ in range(n)]
         for e in self._online_events:

@@ -71,7 +71,7 @@ async def test_a_poisoning_member_is_contained_by_the_default_rule(robust: str, 
             header = parse_header(data)[0]
             if header.kind == FrameKind.EXCHANGE_RESPONSE:
                 merged[link.peer_id] = merged.get(link.peer_id, 0) + 1
-            elif header.kind == FrameKind.EXCHANGE_REQUEST:  # decline at once: honest peers do not sit out the timeout
+            elif header.kind in (FrameKind.EXCHANGE_PROPOSE, FrameKind.EXCHANGE_REQUEST):  # decline at once: honest peers do not sit out the timeout
                 await link.send(signed(link, FrameKind.EXCHANGE_DECLINE, header.exchange_id, sample_weight=0.0, step=0))
 
         use_candidate_addresses(["127.0.0.1"])
