@@ -139,6 +139,16 @@ _FRAME_CASES: list[dict[str, Any]] = [
         "session": 2, "seq": 3, "exchange_id": 77, "sample_weight": 0.0, "step": 0, "tensors": [],
     },
     {
+        "name": "exchange_propose",
+        "sender": "alice", "receiver": "bob", "kind": FrameKind.EXCHANGE_PROPOSE, "codec": CodecId.FLOAT32,
+        "session": 2, "seq": 4, "exchange_id": 78, "sample_weight": 0.0, "step": 0, "tensors": [],
+    },
+    {
+        "name": "exchange_accept",
+        "sender": "bob", "receiver": "alice", "kind": FrameKind.EXCHANGE_ACCEPT, "codec": CodecId.FLOAT32,
+        "session": 2, "seq": 5, "exchange_id": 78, "sample_weight": 0.0, "step": 0, "tensors": [],
+    },
+    {
         "name": "pull_request",
         "sender": "carol", "receiver": "alice", "kind": FrameKind.PULL_REQUEST, "codec": CodecId.FLOAT32,
         "session": 5, "seq": 1, "exchange_id": 1, "sample_weight": 0.0, "step": 0, "tensors": [],

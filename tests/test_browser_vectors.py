@@ -78,8 +78,11 @@ def _frame(key: Ed25519PrivateKey, kind: FrameKind, codec: int, tensors: list[np
     )  # fmt: skip
 
 
+NO_TENSORS = (FrameKind.EXCHANGE_DECLINE, FrameKind.PULL_REQUEST, FrameKind.EXCHANGE_PROPOSE, FrameKind.EXCHANGE_ACCEPT)
+
+
 def _tensors(rng: np.random.Generator, kind: FrameKind) -> list[np.ndarray]:
-    if kind in (FrameKind.EXCHANGE_DECLINE, FrameKind.PULL_REQUEST):
+    if kind in NO_TENSORS:
         return []
     return [(rng.standard_normal(s) * 10).astype(np.float32) for s in SHAPES]
 
@@ -231,8 +234,8 @@ async def test_the_browser_verifier_admits_and_rejects_like_python(page: Page) -
         key = [*members, stranger][int(rng.integers(3)) if rng.random() < 0.2 else int(rng.integers(2))]
         link = key if rng.random() < 0.9 else members[int(rng.integers(2))]
         wrong = lambda p, good, bad: bad if rng.random() < p else good  # noqa: E731
-        kind = FrameKind(int(rng.integers(1, 6)))
-        tensors = [] if kind in (FrameKind.EXCHANGE_DECLINE, FrameKind.PULL_REQUEST) else [
+        kind = FrameKind(int(rng.integers(1, len(FrameKind) + 1)))
+        tensors = [] if kind in NO_TENSORS else [
             rng.standard_normal(s).astype(np.float32) for s in wrong(0.1, shapes, [(2, 3), (4,)])]  # fmt: skip
         nan = bool(tensors) and rng.random() < 0.05
         if nan:

@@ -29,7 +29,10 @@ export const FRAME_KIND = Object.freeze({
   EXCHANGE_DECLINE: 3, // no payload: the responder is busy, try another neighbor
   PULL_REQUEST: 4, // no payload: send me your current model (joining peers)
   PULL_RESPONSE: 5, // carries weights; the receiver adopts them instead of averaging
+  EXCHANGE_PROPOSE: 6, // no payload: may we exchange? (weights move only once accepted)
+  EXCHANGE_ACCEPT: 7, // no payload: yes, I hold myself for you; send the request
 });
+const MAX_KIND = Math.max(...Object.values(FRAME_KIND));
 
 const U64_MAX = (1n << 64n) - 1n;
 
@@ -120,7 +123,7 @@ export function parseHeader(bytes) {
   if (version !== PROTOCOL_VERSION) {
     throw new ProtocolError(`frame version ${version}, this peer speaks ${PROTOCOL_VERSION}`, "bad_version");
   }
-  if (kind < 1 || kind > 5) throw new ProtocolError(`unknown frame kind ${kind}`);
+  if (kind < 1 || kind > MAX_KIND) throw new ProtocolError(`unknown frame kind ${kind}`);
   if (codec > CODEC.INT8) throw new ProtocolError(`unknown codec id ${codec}`, "bad_codec");
   const nTensors = view.getUint16(164);
   if (nTensors > MAX_TENSORS) {
