@@ -110,14 +110,15 @@ def _configs(args: argparse.Namespace) -> tuple:
                 "loss": args.loss, "metrics": args.metrics.split(",") if args.metrics else None,
                 "local_steps": args.local_steps, "target_accuracy": args.target_accuracy, "eval_every": args.eval_every,
                 "clipnorm": args.clipnorm, "l2": args.l2, "warmup_steps": args.warmup_steps}  # fmt: skip
-    gossip = {"degree": args.degree, "max_degree": args.max_degree, "codec": args.codec, "robust": args.robust}
+    gossip = {"degree": args.degree, "max_degree": args.max_degree, "codec": args.codec, "robust": args.robust,
+              "exchange_timeout_s": args.exchange_timeout}
     out = []
     for cls, values in ((TrainingConfig, training), (GossipConfig, gossip)):
         try:
             out.append(cls(**{k: v for k, v in values.items() if v is not None}))
         except ValidationError as exc:
             first = exc.errors()[0]
-            flag = "--" + str(first["loc"][0]).replace("_", "-") if first["loc"] else cls.__name__
+            flag = "--" + str(first["loc"][0]).removesuffix("_s").replace("_", "-") if first["loc"] else cls.__name__
             raise ValueError(f"{flag}: {first['msg']}") from None
     return out[0], out[1]
 
@@ -313,6 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how weight updates are encoded on the wire (default float32; int8 sends ~4x fewer bytes)")
     g.add_argument("--robust", choices=["none", "clip"],
                    help="clip (default): self-centered clipping of neighbors' models; none: plain averaging (no defence)")
+    g.add_argument("--exchange-timeout", type=float, metavar="SECONDS",
+                   help="least time an exchange step may take (default 10); peers wait longer for large models "
+                        "on slow links (frame size / measured rate, docs/PROTOCOL.md)")  # fmt: skip
     g.add_argument("--ice-server", action="append", metavar="URL[,USER,CREDENTIAL]",
                    help="STUN server for every peer of the swarm (repeatable), e.g. stun:host:3478; default: the "
                         "signaling server's own STUN. TURN passwords are refused: see `swarm serve --turn-url`")  # fmt: skip
