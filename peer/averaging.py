@@ -3,10 +3,18 @@
 Pairwise gossip keeps ``sum_i n_i * w_i`` invariant: both peers take the weighted mean of
 their weights and half of the combined gossip weight ``n``. Repeated random pairings over a
 connected graph therefore converge to the exact global weighted mean (push-pull gossip).
+
+The arithmetic is exact to the bit and the same in JavaScript (``browser_peer/src/averaging.js``),
+so two peers of either language that merge the same inputs hold the same float32 weights
+(docs/PROTOCOL.md, "Averaging arithmetic"; vectors in ``protocols/vectors/averaging.json``):
+every value is computed in float64, one IEEE operation at a time in the order written (no fused
+multiply-add, no reassociation), and rounded to float32 once at the end; sums of squares are
+accumulated sequentially in layout order (numpy's pairwise ``sum`` would round differently).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -15,22 +23,33 @@ Weights = list[np.ndarray]
 
 
 def weighted_average(models: Sequence[tuple[Sequence[np.ndarray], float]]) -> Weights:
-    """Sample-weighted mean of several models (FedAvg's aggregation)."""
+    """Sample-weighted mean of several models (FedAvg's aggregation), float32 tensors of the first model's shapes.
+
+    ``float32(x_1·c_1 + x_2·c_2 + ...)`` with ``c_k = n_k / Σn`` in float64, summed in model order
+    from the first term (so two models give exactly ``pair_average``). Raises ValueError when the
+    weights do not sum to a positive number.
+    """
     total = float(sum(n for _, n in models))
-    if total <= 0:
+    if not total > 0:
         raise ValueError("weights of the models to average must sum to a positive number")
-    first = models[0][0]
-    return [
-        sum((np.asarray(m[i], dtype=np.float64) * (n / total) for m, n in models), np.zeros(first[i].shape))
-        .astype(np.float32)
-        for i in range(len(first))
-    ]
+    out: Weights = []
+    for i in range(len(models[0][0])):
+        acc = np.asarray(models[0][0][i], dtype=np.float64) * (models[0][1] / total)
+        for m, n in models[1:]:
+            acc = acc + np.asarray(m[i], dtype=np.float64) * (n / total)
+        out.append(acc.astype(np.float32))
+    return out
 
 
 def pair_average(
     mine: Sequence[np.ndarray], my_weight: float, theirs: Sequence[np.ndarray], their_weight: float
 ) -> tuple[Weights, float]:
-    """Push-pull step: (weighted mean of both models, new gossip weight for each side)."""
+    """Push-pull step: (weighted mean of both models, new gossip weight for each side).
+
+    Per value ``float32(m·a + t·b)`` with ``a = n_m / (n_m + n_t)``, ``b = n_t / (n_m + n_t)`` in
+    float64; the new gossip weight is ``(n_m + n_t) / 2``. Raises ValueError for different tensor
+    layouts or weights that do not sum to a positive number.
+    """
     if len(mine) != len(theirs) or any(a.shape != b.shape for a, b in zip(mine, theirs, strict=True)):
         raise ValueError("models to average have different tensor layouts")
     merged = weighted_average([(mine, my_weight), (theirs, their_weight)])
@@ -70,11 +89,24 @@ def consensus_distance(models: Sequence[Sequence[np.ndarray]]) -> float:
     return float(np.mean(np.linalg.norm(flat - flat.mean(axis=0), axis=1)))
 
 
-def clip(delta: Sequence[np.ndarray], tau: float) -> tuple[Weights, float]:
-    """Scale ``delta`` down to L2 norm ``tau`` if it is longer; return it and its original norm."""
-    norm = float(np.sqrt(sum(float(np.sum(np.square(d, dtype=np.float64))) for d in delta)))
-    scale = min(1.0, tau / norm) if norm > 0 else 1.0
-    return [(np.asarray(d, np.float64) * scale).astype(np.float32) for d in delta], norm
+def squared_norm(tensors: Sequence[np.ndarray]) -> float:
+    """``Σ x²`` over every value of ``tensors`` in layout order, accumulated one value at a time in float64.
+
+    Sequential (``np.add.accumulate``), not numpy's pairwise ``sum``: JavaScript adds in the same
+    order and gets the same bits.
+    """
+    acc = 0.0
+    for t in tensors:
+        flat = np.ravel(np.asarray(t, dtype=np.float64))
+        if flat.size:
+            acc = float(np.add.accumulate(np.concatenate(([acc], flat * flat)))[-1])
+    return acc
+
+
+def _median(values: Sequence[float]) -> float:
+    s = sorted(values)
+    mid = len(s) // 2
+    return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
 
 
 class ClippedPairAverage:
@@ -87,6 +119,11 @@ class ClippedPairAverage:
     never enter the history, so a Byzantine minority cannot raise it), and before any history ``initial`` x the norm
     of our own model; never below ``floor``. Honest neighbors, whose distances are typical,
     are averaged exactly as ``pair_average`` would; a poisoned model moves us by at most ``tau/2``.
+
+    Arithmetic (float64, rounded to float32 once; as ``averaging.js``): ``d = t - m`` per value,
+    ``distance = sqrt(squared_norm(d))``, ``scale = min(1, tau / distance)`` (1 when the distance
+    is 0), ``share = min(1/2, n_t / (n_m + n_t))`` (1/2 when both weights are 0),
+    ``w' = float32(m + (share·scale)·d)``, new gossip weight ``(n_m + min(n_t, n_m)) / 2``.
     """
 
     def __init__(self, multiplier: float = 2.0, history: int = 32, floor: float = 1e-3, initial: float = 0.05) -> None:
@@ -98,21 +135,23 @@ class ClippedPairAverage:
 
     def tau(self, mine: Sequence[np.ndarray]) -> float:
         if not self.distances:  # no history yet: a small fraction of our own model's norm, never "trust all"
-            norm = float(np.sqrt(sum(float(np.sum(np.square(m, dtype=np.float64))) for m in mine)))
-            return max(self.floor, self.initial * norm)
-        return max(self.floor, self.multiplier * float(np.median(self.distances)))
+            return max(self.floor, self.initial * math.sqrt(squared_norm(mine)))
+        return max(self.floor, self.multiplier * _median(self.distances))
 
     def __call__(self, mine: Sequence[np.ndarray], my_weight: float, theirs: Sequence[np.ndarray],
                  their_weight: float) -> tuple[Weights, float]:  # fmt: skip
         if len(mine) != len(theirs) or any(a.shape != b.shape for a, b in zip(mine, theirs, strict=True)):
             raise ValueError("models to average have different tensor layouts")
         tau = self.tau(mine)
-        delta, distance = clip([np.asarray(t, np.float64) - m for m, t in zip(mine, theirs, strict=True)], tau)
+        delta = [np.asarray(t, np.float64) - np.asarray(m, np.float64) for m, t in zip(mine, theirs, strict=True)]
+        distance = math.sqrt(squared_norm(delta))
+        scale = min(1.0, tau / distance) if distance > 0 else 1.0
         self.last_ratio = distance / tau
         if distance > tau:
             self.clipped += 1  # an outlier does not enter the history, so it cannot raise tau
         else:
             self.distances = (self.distances + [distance])[-self.history :]
         share = min(0.5, their_weight / (my_weight + their_weight)) if my_weight + their_weight > 0 else 0.5
-        merged = [(np.asarray(m, np.float64) + share * d).astype(np.float32) for m, d in zip(mine, delta, strict=True)]
+        step = share * scale
+        merged = [(np.asarray(m, np.float64) + step * d).astype(np.float32) for m, d in zip(mine, delta, strict=True)]
         return merged, (my_weight + min(their_weight, my_weight)) / 2.0

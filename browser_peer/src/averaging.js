@@ -1,6 +1,12 @@
-// Averaging rules, the same arithmetic as peer/averaging.py (float64 math, float32 results).
+// Averaging rules, bit for bit the arithmetic of peer/averaging.py (docs/PROTOCOL.md, "Averaging
+// arithmetic"; checked against protocols/vectors/averaging.json): every value in float64, one
+// operation at a time in the order written, rounded to float32 once when stored in the
+// Float32Array; sums of squares accumulated in layout order.
 
-/** Push-pull step: weighted mean of both models and the new gossip weight of each side. */
+/**
+ * Push-pull step: weighted mean of both models and the new gossip weight of each side.
+ * Per value float32(m·a + t·b) with a = n_m / (n_m + n_t), b = n_t / (n_m + n_t); weight (n_m + n_t) / 2.
+ */
 export function pairAverage(mine, myWeight, theirs, theirWeight) {
   checkLayout(mine, theirs);
   const total = myWeight + theirWeight;
@@ -32,6 +38,7 @@ export function boundedPairAverage(mine, myWeight, theirs, theirWeight) {
   return pairAverage(mine, myWeight, theirs, boundedWeight(theirWeight, myWeight));
 }
 
+/** L2 distance of two models (lists of tensors), Σ (a - b)² accumulated in layout order. */
 export function distance(a, b) {
   let sum = 0;
   for (let i = 0; i < a.length; i++) {
@@ -43,6 +50,7 @@ export function distance(a, b) {
   return Math.sqrt(sum);
 }
 
+/** L2 norm of a model, Σ x² accumulated in layout order (peer.averaging.squared_norm). */
 function norm(tensors) {
   let sum = 0;
   for (const t of tensors) for (let j = 0; j < t.length; j++) sum += t[j] * t[j];
@@ -58,6 +66,8 @@ function median(values) {
 /**
  * Self-centered clipping (ClippedGossip), as peer.averaging.ClippedPairAverage: move towards
  * the neighbor by at most tau = multiplier x median of recent unclipped distances.
+ * Per value float32(m + (share·scale)·(t - m)), scale = min(1, tau / distance) (1 at distance 0),
+ * share = min(1/2, n_t / (n_m + n_t)) (1/2 when both are 0); weight (n_m + min(n_t, n_m)) / 2.
  */
 export class ClippedPairAverage {
   constructor(multiplier = 2.0, { history = 32, floor = 1e-3, initial = 0.05 } = {}) {
@@ -81,9 +91,11 @@ export class ClippedPairAverage {
     if (dist > tau) this.clipped += 1;
     else this.distances = [...this.distances, dist].slice(-this.history);
     const share = myWeight + theirWeight > 0 ? Math.min(0.5, theirWeight / (myWeight + theirWeight)) : 0.5;
+    const step = share * scale;
     const merged = mine.map((m, i) => {
+      const t = theirs[i];
       const out = new Float32Array(m.length);
-      for (let j = 0; j < m.length; j++) out[j] = m[j] + share * (theirs[i][j] - m[j]) * scale;
+      for (let j = 0; j < m.length; j++) out[j] = m[j] + step * (t[j] - m[j]);
       return out;
     });
     return [merged, (myWeight + Math.min(theirWeight, myWeight)) / 2];
