@@ -56,8 +56,8 @@ def _table(peers: list[PeerProcess], target: float, elapsed: float, browsers: li
                       str(r["exchanges"]["merged"] + r["served"]),
                       f"{r['bytes_sent'] / 1e6:.1f}/{r['bytes_received'] / 1e6:.1f}", str(sum(r["rejected"].values())))  # fmt: skip
     for b in browsers or []:  # browser tabs, as they report to the contribution board
-        acc = "" if b["test_acc"] is None else f"{b['test_acc']:.3f}"
-        table.add_row("browser", b["peer_id"][:8], str(b["steps"]), acc, "", str(b["updates_verified_by_others"]), "", "")
+        acc = "" if b["claimed_test_acc"] is None else f"{b['claimed_test_acc']:.3f}"
+        table.add_row("browser", b["peer_id"][:8], str(b["claimed_steps"] or 0), acc, "", str(b["updates_verified_by_others"]), "", "")
     return table
 
 

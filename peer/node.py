@@ -34,6 +34,7 @@ from .fedavg import FedAvgAggregator, adopt
 from .gossip import GossipEngine, Outcome
 from .ice import use_candidate_addresses
 from .identity import default_identity_path, load_or_create
+from .receipts import ReceiptBook
 from .link import quiet_closed_transport_errors
 from .mesh import Mesh, MeshConfig
 from .metrics import JsonLines, PeerMetrics
@@ -368,9 +369,14 @@ class PeerNode:
 
         last_acc: list[float] = []
 
+        receipts = ReceiptBook(self.key, cfg.swarm_id, metrics.accepted_from)
+        sessions = [mesh.stats.sessions]
+
         def board_report() -> Report:
-            top = dict(metrics.accepted_from.most_common(256))
-            return Report(step=trainer.step, test_acc=last_acc[-1] if last_acc else None, accepted_from=top)
+            if mesh.stats.sessions != sessions[0]:  # a new signaling session: the server may have forgotten them
+                sessions[0] = mesh.stats.sessions
+                receipts.resend_all()
+            return Report(step=trainer.step, test_acc=last_acc[-1] if last_acc else None, receipts=receipts.due())
 
         mesh.report_source = board_report
 

@@ -21,7 +21,10 @@ JOIN_CONTEXT = b"gossip-swarm/join/v1\x00"
 MANIFEST_CONTEXT = b"gossip-swarm/manifest/v1\x00"
 OFFER_CONTEXT = b"gossip-swarm/offer/v1\x00"
 ANSWER_CONTEXT = b"gossip-swarm/answer/v1\x00"
+RECEIPT_CONTEXT = b"gossip-swarm/receipt/v1\x00"
 LINK_NONCE_SIZE = 32
+RECEIPT_SESSION_SIZE = 8
+MAX_RECEIPT_FRAMES = 10**12
 
 
 def sha256(data: bytes) -> bytes:
@@ -115,3 +118,22 @@ def answer_message(
         raise ValueError(f"an offer nonce is {LINK_NONCE_SIZE} bytes, got {len(offer_nonce)}")
     return (ANSWER_CONTEXT + _link_fields(swarm_id, sender, receiver, nonce) + offer_nonce
             + _fingerprint_text(fingerprints))  # fmt: skip
+
+
+def receipt_message(swarm_id: str, voucher: str, peer: str, session: bytes, frames: int) -> bytes:
+    """What a peer signs to vouch for a neighbor on the contribution board: RECEIPT_CONTEXT
+    || swarm id || voucher id (its own) || peer id (the neighbor credited), all ASCII hex
+    || session (8 raw bytes, random per process start) || frames (u64 big-endian).
+
+    "I, ``voucher``, verified and accepted ``frames`` frames from ``peer`` in ``swarm_id``
+    during ``session``": cumulative per session, so the server keeps the largest and an old
+    receipt replayed adds nothing.
+    """
+    for name, value in (("swarm id", swarm_id), ("voucher", voucher), ("peer", peer)):
+        if len(value) != 32 or value.strip("0123456789abcdef"):
+            raise ValueError(f"{name} must be 32 lowercase hex characters, got {value!r}")
+    if len(session) != RECEIPT_SESSION_SIZE:
+        raise ValueError(f"a receipt session is {RECEIPT_SESSION_SIZE} bytes, got {len(session)}")
+    if not 0 < frames <= MAX_RECEIPT_FRAMES:
+        raise ValueError(f"a receipt vouches for 1 to {MAX_RECEIPT_FRAMES} frames, got {frames}")
+    return RECEIPT_CONTEXT + (swarm_id + voucher + peer).encode("ascii") + session + frames.to_bytes(8, "big")

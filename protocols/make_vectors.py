@@ -31,6 +31,7 @@ from .crypto import (
     JOIN_CONTEXT,
     MANIFEST_CONTEXT,
     OFFER_CONTEXT,
+    RECEIPT_CONTEXT,
     answer_message,
     join_message,
     manifest_message,
@@ -39,6 +40,7 @@ from .crypto import (
     private_key_from_seed,
     public_key_bytes,
     publisher_fingerprint,
+    receipt_message,
     sha256,
     sign,
 )
@@ -55,7 +57,7 @@ from .manifest import (
     envelope_json,
     sign_manifest,
 )
-from .signaling import Answer, Challenge, Join, LinkAuth, Offer, dump, schema_text, sdp_fingerprints
+from .signaling import Answer, Challenge, Join, LinkAuth, Offer, Receipt, Report, dump, schema_text, sdp_fingerprints
 
 PACKAGE = Path(__file__).resolve().parent
 VECTORS_DIR = PACKAGE / "vectors"
@@ -519,6 +521,41 @@ def link_vectors() -> dict[str, Any]:
     }  # fmt: skip
 
 
+# ---- contribution board receipts ----------------------------------------------------------
+
+_RECEIPT_CASES = [("first", "alice", "bob", 1), ("near_the_limit", "bob", "alice", 10**12 - 1), ("carol_vouches", "carol", "alice", 4097)]
+
+
+def receipt_vectors() -> dict[str, Any]:
+    swarm = SWARM_ID.hex()
+    session = sha256(b"gossip-swarm test vector receipt session")[:8]
+    cases = []
+    for name, signer, credited, frames in _RECEIPT_CASES:
+        key = _key(signer)
+        voucher, peer = peer_id_of(public_key_bytes(key)), peer_id_of(public_key_bytes(_key(credited)))
+        message = receipt_message(swarm, voucher, peer, session, frames)
+        receipt = Receipt(peer_id=peer, session=session.hex(), frames=frames, signature=sign(key, message).hex())
+        cases.append({
+            "name": name, "key": signer, "seed": SEEDS[signer].hex(), "voucher": voucher, "peer_id": peer,
+            "frames": frames, "message": message.hex(), "signature": receipt.signature,
+            # the same signature over one frame more: what an over-claiming copy would need, must not verify
+            "inflated_message": receipt_message(swarm, voucher, peer, session, frames + 1).hex(),
+            "report_json": dump(Report(step=frames, test_acc=0.5, receipts=[receipt])),
+        })  # fmt: skip
+    return {
+        "description": (
+            "Contribution board receipts: message = RECEIPT_CONTEXT || swarm_id || voucher || peer_id (ASCII "
+            "hex peer ids) || session (8 raw bytes) || frames (u64 big-endian), signed by the voucher's key; "
+            "sent in a report. The signature must not verify over inflated_message."
+        ),
+        "protocol_version": PROTOCOL_VERSION,
+        "receipt_context": RECEIPT_CONTEXT.hex(),
+        "swarm_id": swarm,
+        "session": session.hex(),
+        "cases": cases,
+    }
+
+
 # ---- codecs -------------------------------------------------------------------------------
 
 _CODEC_CASES: dict[CodecId, list[tuple[str, list[tuple[list[int], list[float]]]]]] = {
@@ -613,6 +650,7 @@ def build_vectors() -> dict[str, Any]:
         "manifest.json": manifest_vectors(),
         "join.json": join_vectors(),
         "link.json": link_vectors(),
+        "receipt.json": receipt_vectors(),
         "dataset.json": dataset_vectors(),
         "codecs.json": codecs_vectors(),
         "frame_size.json": frame_size_vectors(),

@@ -118,19 +118,33 @@ class Pong(_Message):
     type: Literal["pong"] = "pong"
 
 
-class Report(_Message):
-    """A peer's training progress for the swarm's contribution board: metrics, never weights.
+MAX_RECEIPTS = 64  # per report: peers send the receipts that changed since their last report
 
-    ``accepted_from`` counts the verified updates this peer accepted from each neighbor; the
-    board credits a peer only with what *other* peers report, so nobody can vouch for itself.
+
+class Receipt(BaseModel):
+    """A signed vouch: the reporting peer verified and accepted ``frames`` frames from ``peer_id``
+    during its ``session``. Ed25519 by the reporter's identity key over
+    ``crypto.receipt_message(swarm_id, reporter's peer id, peer_id, session, frames)``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    peer_id: str = Field(pattern=PEER_ID, description="the neighbor credited")
+    session: str = Field(pattern=r"^[0-9a-f]{16}$", description="8 random bytes, fresh per process start of the signer")
+    frames: int = Field(ge=1, le=10**12, description="frames accepted from peer_id in this session, cumulative")
+    signature: str = Field(pattern=HEX_SIG)
+
+
+class Report(_Message):
+    """A peer's progress for the swarm's contribution board: claims and receipts, never weights.
+
+    ``step`` and ``test_acc`` are the peer's own claims, shown as such. Credit comes only from
+    ``receipts``: each one signed by the peer that accepted the frames, about another peer, so
+    nobody can vouch for itself, and the server counts each vouching key once.
     """
 
     type: Literal["report"] = "report"
     step: int = Field(ge=0, le=10**12)
     test_acc: float | None = Field(default=None, ge=0.0, le=1.0)
-    accepted_from: dict[Annotated[str, Field(pattern=PEER_ID)], Annotated[int, Field(ge=0, le=10**12)]] = Field(
-        default_factory=dict, max_length=256
-    )
+    receipts: list[Receipt] = Field(default_factory=list, max_length=MAX_RECEIPTS)
 
 
 class _Relayed(_Message):
@@ -221,7 +235,9 @@ def _parse(adapter: TypeAdapter[Any], text: str | bytes) -> Any:
     if len(text) > MAX_SIGNAL_MESSAGE:
         raise ProtocolError(f"message of {len(text)} bytes exceeds {MAX_SIGNAL_MESSAGE}", reason="too_large")
     try:
-        return adapter.validate_json(text)
+        # strict: a JSON string is never coerced to a number or a bool (JSON Schema's rule too,
+        # so the browser's schema validation refuses exactly what this refuses)
+        return adapter.validate_json(text, strict=True)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "message"

@@ -193,6 +193,7 @@ async def _register(request: web.Request, ws: web.WebSocketResponse, join: Join,
     member = Member(info=info, ws=ws, shard=room.next_shard(shards))
     others = list(room.members.values())
     room.members[info.peer_id] = member
+    registry.board(join.swarm_id).joined(info)  # from now on it may vouch and be vouched for
     manifest = store.manifest(join.swarm_id)
     ice = _ice_servers(request, manifest[1].ice_servers if manifest else [], info.peer_id)
     await _send(ws, Welcome(peer_id=info.peer_id, swarm_id=join.swarm_id,
@@ -397,7 +398,7 @@ async def list_swarms(request: web.Request) -> web.Response:
 def _swarm_rows(request: web.Request) -> list[dict[str, Any]]:
     """One row per published swarm (the index page and /api/swarms).
 
-    ``best_accuracy`` comes from the contribution board: None until peers report it.
+    ``swarm_accuracy`` comes from the contribution board: None until two vouched peers claim one.
     """
     rooms = request.app[REGISTRY].rooms
     rows = []
@@ -409,7 +410,7 @@ def _swarm_rows(request: web.Request) -> list[dict[str, Any]]:
             "model": model_summary(m),
             "dataset": None if ds is None else {"name": ds.name, "partition": ds.partition, "shards": len(ds.train_shards),
                                                 "train_samples": sum(r.num_samples for r in ds.train_shards)},
-            "best_accuracy": board.best_accuracy() if (board := request.app[REGISTRY].boards.get(sid)) else None,
+            "swarm_accuracy": board.swarm_accuracy() if (board := request.app[REGISTRY].boards.get(sid)) else None,
             "board_url": f"{join_url(request, sid)}/board",
         })  # fmt: skip
     return rows
@@ -512,8 +513,20 @@ async def get_board(request: web.Request) -> web.Response:
         return _json_error(404, "unknown_swarm", "no such swarm on this server")
     registry = request.app[REGISTRY]
     board = registry.boards.get(swarm_id)
-    body = board.summary(registry.online(swarm_id)) if board else {"best_accuracy": None, "peers": []}
+    body = board.summary(registry.online(swarm_id)) if board else {"swarm_accuracy": None, "refused_receipts": {}, "peers": []}
     return web.json_response({"swarm_id": swarm_id, **body})
+
+
+async def get_receipts(request: web.Request) -> web.Response:
+    """The evidence behind one peer's credit: each vouching key's latest signed receipt."""
+    swarm_id, peer_id = request.match_info["swarm_id"], request.match_info["peer_id"]
+    if request.app[STORE].manifest(swarm_id) is None:
+        return _json_error(404, "unknown_swarm", "no such swarm on this server")
+    board = request.app[REGISTRY].boards.get(swarm_id)
+    receipts = board.receipts(peer_id) if board else None
+    if receipts is None:
+        return _json_error(404, "unknown_peer", f"peer {peer_id} is not on this swarm's board")
+    return web.json_response({"swarm_id": swarm_id, "peer_id": peer_id, "receipts": receipts})
 
 
 async def get_content(request: web.Request) -> web.StreamResponse:
@@ -573,6 +586,7 @@ def make_app(config: ServerConfig) -> web.Application:
     app.router.add_get("/api/swarms", list_swarms)
     app.router.add_get("/api/swarms/{swarm_id}", get_swarm)
     app.router.add_get("/api/swarms/{swarm_id}/board", get_board)
+    app.router.add_get("/api/swarms/{swarm_id}/board/{peer_id}/receipts", get_receipts)
     app.router.add_get("/content/{digest}", get_content)
     app.router.add_get("/s/{swarm_id}", join_page)
     app.router.add_get("/s/{swarm_id}/board", board_page)

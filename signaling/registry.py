@@ -57,7 +57,10 @@ class Registry:
         self.boards: dict[str, Board] = {}  # outlive the rooms: departed peers keep their credit
 
     def board(self, swarm_id: str) -> Board:
-        return self.boards.setdefault(swarm_id, Board())
+        board = self.boards.get(swarm_id)
+        if board is None:
+            board = self.boards[swarm_id] = Board(swarm_id)
+        return board
 
     def online(self, swarm_id: str) -> set[str]:
         room = self.rooms.get(swarm_id)

@@ -118,6 +118,8 @@ async def test_every_vector_passes_in_the_browser(page: Page) -> None:
         + [f"link/fingerprints/{c['name']}" for c in VECTORS["link"]["fingerprint_cases"]]
         + ["link/offer/message", "link/offer/sign", "link/offer/mitm_refused", "link/answer/message",
            "link/answer/sign", "link/answer/other_offer_refused", "link/offer_json", "link/answer_json"]
+        + [f"receipt/{c['name']}/{part}" for c in VECTORS["receipt"]["cases"] for part in ("message", "sign", "report_json")]
+        + ["receipt/context", "receipt/book/due", "receipt/book/nothing_new", "receipt/book/resend_all"]
         + ["manifest/signed_message", "manifest/sign", "manifest/verify", "manifest/publisher_fingerprint",
            "manifest/pin_from_link", "manifest/bad_pin_refused", "identity/indexeddb/persists"]
     )

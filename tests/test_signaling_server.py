@@ -706,28 +706,3 @@ async def test_per_address_connect_rate_and_upload_limits(http: aiohttp.ClientSe
         assert (await resp.json())["refused"] == {"connect_rate": 1, "uploads": 1}
 
 
-async def test_contribution_board_credits_a_peer_only_with_what_others_report(
-    http: aiohttp.ClientSession, swarm: Publication, server: Server
-) -> None:
-    from protocols.signaling import Report
-
-    a, b = await join_pair(http, server, swarm.swarm_id)
-    # a vouches for itself a million times and claims perfect accuracy; b reports 7 updates from a
-    await a.send(Report(step=500, test_acc=1.0, accepted_from={a.peer_id: 10**6, b.peer_id: 3}))
-    await b.send(Report(step=300, test_acc=0.5, accepted_from={a.peer_id: 7}))
-    await a.send(Ping())
-    await a.expect(Pong)  # both reports were handled before this
-    await b.send(Ping())
-    await b.expect(Pong)
-    async with http.get(f"{server.base}/api/swarms/{swarm.swarm_id}/board") as resp:
-        board = await resp.json()
-    rows = {r["peer_id"]: r for r in board["peers"]}
-    assert rows[a.peer_id]["updates_verified_by_others"] == 7 and rows[a.peer_id]["vouching_peers"] == 1
-    assert rows[b.peer_id]["updates_verified_by_others"] == 3
-    assert rows[a.peer_id]["steps"] == 500 and rows[a.peer_id]["online"] and board["best_accuracy"] == 1.0
-    async with http.get(f"{server.base}/api/swarms") as resp:
-        assert (await resp.json())["swarms"][0]["swarm_id"] == swarm.swarm_id
-    async with http.get(f"{server.base}/api/swarms/{'0' * 32}/board") as resp:
-        assert resp.status == 404
-    await a.send('{"v": 1, "type": "report", "step": -1}')
-    await a.expect_error("malformed")

@@ -233,6 +233,30 @@ def test_link_offer_and_answer_signatures_verify_from_their_inputs() -> None:
         verify(keys[offerer["peer_id"]], bytes.fromhex(o["signature"]), mitm)
 
 
+RECEIPT = _load("receipt.json")
+
+
+@pytest.mark.parametrize("case", RECEIPT["cases"], ids=lambda c: c["name"])
+def test_receipt_signatures_verify_from_their_inputs(case: dict[str, Any]) -> None:
+    from protocols.crypto import RECEIPT_CONTEXT, receipt_message
+    from protocols.signaling import Report
+
+    pub = public_key_bytes(private_key_from_seed(bytes.fromhex(case["seed"])))
+    assert peer_id_of(pub) == case["voucher"] and bytes.fromhex(RECEIPT["receipt_context"]) == RECEIPT_CONTEXT
+    session = bytes.fromhex(RECEIPT["session"])
+    message = receipt_message(RECEIPT["swarm_id"], case["voucher"], case["peer_id"], session, case["frames"])
+    assert message.hex() == case["message"] and len(message) == 24 + 96 + 8 + 8
+    assert message.endswith(session + case["frames"].to_bytes(8, "big"))
+    verify(pub, bytes.fromhex(case["signature"]), message)
+    with pytest.raises(SignatureError):
+        verify(pub, bytes.fromhex(case["signature"]), bytes.fromhex(case["inflated_message"]))
+    report = parse_client_message(case["report_json"])
+    assert isinstance(report, Report)
+    (receipt,) = report.receipts
+    assert (receipt.peer_id, receipt.session, receipt.frames, receipt.signature) == (
+        case["peer_id"], RECEIPT["session"], case["frames"], case["signature"])  # fmt: skip
+
+
 @pytest.mark.parametrize("shard", _load("dataset.json")["shards"], ids=lambda s: s["name"])
 def test_dataset_shard_encodes_and_decodes(shard: dict[str, Any]) -> None:
     dtype = np.uint8 if shard["x_dtype"] == 0 else np.float32

@@ -88,7 +88,7 @@ export class Mesh {
     this._closing = false;
     this._dispatchChain = Promise.resolve();
     this._welcome = null;
-    this.reportSource = null; // () => {step, test_acc, accepted_from} for the contribution board
+    this.reportSource = null; // async () => {step, test_acc, receipts} for the contribution board
     this.closedBytes = { sent: 0, received: 0 }; // of links that are gone, so totals never drop
   }
 
@@ -161,9 +161,16 @@ export class Mesh {
     this._pingTimer = setInterval(() => this._keepAlive(), this.config.reportIntervalMs);
   }
 
-  _keepAlive() {
+  async _keepAlive() {
+    const ws = this._ws;
+    let report = null;
     try {
-      const report = this.connected && this.reportSource ? this.reportSource() : null;
+      report = this.connected && this.reportSource ? await this.reportSource() : null; // receipts are signed: async
+    } catch (err) {
+      console.error("could not build the board report; sending a ping", err);
+    }
+    if (this._ws !== ws) return; // the session ended while signing
+    try {
       this._send(report ? { type: "report", ...report } : { type: "ping" });
     } catch { /* reconnecting */ }
   }

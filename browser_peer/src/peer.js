@@ -10,6 +10,7 @@ import { hexToBytes } from "./protocol/bytes.js";
 import { CODEC, encodedSize } from "./protocol/codecs.js";
 import { generateIdentity, loadOrCreateIdentity } from "./protocol/crypto.js";
 import { FIXED_HEADER_SIZE } from "./protocol/frame.js";
+import { ReceiptBook } from "./receipts.js";
 import { MeshTransport } from "./transport.js";
 import { Trainer, preferredBackend, useBackend } from "./trainer.js";
 import { FrameVerifier } from "./verifier.js";
@@ -156,10 +157,15 @@ export class BrowserPeer {
       this.log(`banned ${peerId.slice(0, 8)} for 5 minutes: ${why}`);
       this.mesh.ban(peerId);
     };
-    this.mesh.reportSource = () => {
-      const top = Object.entries(this.metrics.acceptedFrom).sort((a, b) => b[1] - a[1]).slice(0, 256);
+    const receipts = new ReceiptBook(this.identity, this.swarmId, this.peerId, () => this.metrics.acceptedFrom);
+    let sessions = this.mesh.stats.sessions;
+    this.mesh.reportSource = async () => { // claims, and signed receipts for the frames others sent us
+      if (this.mesh.stats.sessions !== sessions) { // a new signaling session: the server may have forgotten them
+        sessions = this.mesh.stats.sessions;
+        receipts.resendAll();
+      }
       const last = this.history.at(-1);
-      return { step: this.trainer.step, test_acc: last ? last.testAcc : null, accepted_from: Object.fromEntries(top) };
+      return { step: this.trainer.step, test_acc: last ? last.testAcc : null, receipts: await receipts.due() };
     };
     this.mesh.acceptLinks();
     if (manifest.gossip.method === "gossip" && welcome.peers.length > 0) await this._pullFirst();

@@ -6,7 +6,9 @@ import { CODEC, decode, encode, encodedSize } from "../src/protocol/codecs.js";
 import {
   ANSWER_CONTEXT, JOIN_CONTEXT, MANIFEST_CONTEXT, OFFER_CONTEXT, answerMessage, generateIdentity, identityFromSeed,
   joinMessage, loadOrCreateIdentity, manifestMessage, offerMessage, peerIdOf, publisherFingerprint, sign, verify,
+  RECEIPT_CONTEXT, receiptMessage,
 } from "../src/protocol/crypto.js";
+import { ReceiptBook, makeReceipt } from "../src/receipts.js";
 import { sdpFingerprints } from "../src/protocol/signaling.js";
 import { publisherPinFromHash } from "../src/manifest.js";
 import { CHUNK_HEADER_SIZE, MAX_MESSAGE_SIZE, Reassembler, splitFrame } from "../src/protocol/chunking.js";
@@ -525,6 +527,37 @@ async function checkLink(r, data) {
   });
 }
 
+async function checkReceipts(r, data) {
+  r.eq("receipt/context", bytesToHex(RECEIPT_CONTEXT), data.receipt_context);
+  const session = hexToBytes(data.session);
+  for (const c of data.cases) {
+    const name = `receipt/${c.name}`;
+    await r.guard(name, async () => {
+      const id = await identityFromSeed(hexToBytes(c.seed));
+      r.eq(`${name}/voucher`, await peerIdOf(id.publicKey), c.voucher);
+      const message = receiptMessage(data.swarm_id, c.voucher, c.peer_id, session, c.frames);
+      r.eq(`${name}/message`, bytesToHex(message), c.message);
+      const receipt = await makeReceipt(id, data.swarm_id, c.voucher, c.peer_id, session, c.frames);
+      r.eq(`${name}/sign`, receipt.signature, c.signature);
+      r.eq(`${name}/inflated_refused`, await verify(id.publicKey, hexToBytes(c.signature), hexToBytes(c.inflated_message)), false);
+      const report = JSON.parse(c.report_json);
+      r.check(`${name}/report_json`, report.type === "report" && report.receipts.length === 1 &&
+        JSON.stringify(report.receipts[0]) === JSON.stringify(receipt), c.report_json); // prettier-ignore
+    });
+  }
+  await r.guard("receipt/book", async () => {
+    const c = data.cases[0];
+    const id = await identityFromSeed(hexToBytes(c.seed));
+    const counts = { [c.peer_id]: c.frames, [c.voucher]: 5 }; // a count for itself is never a receipt
+    const book = new ReceiptBook(id, data.swarm_id, c.voucher, () => counts, session);
+    const first = await book.due();
+    r.check("receipt/book/due", first.length === 1 && first[0].signature === c.signature, JSON.stringify(first));
+    r.eq("receipt/book/nothing_new", (await book.due()).length, 0);
+    book.resendAll();
+    r.eq("receipt/book/resend_all", (await book.due()).length, 1);
+  });
+}
+
 async function checkManifest(r, data) {
   await r.guard("manifest/pin", async () => {
     r.eq("manifest/publisher_fingerprint", await publisherFingerprint(hexToBytes(data.publisher_key)), data.publisher_fingerprint);
@@ -571,6 +604,7 @@ window.runVectors = async function runVectors(vectors) {
   await checkChunks(r, vectors.chunks);
   await checkJoin(r, vectors.join);
   await checkLink(r, vectors.link);
+  await checkReceipts(r, vectors.receipt);
   await checkManifest(r, vectors.manifest);
   return r.list;
 };

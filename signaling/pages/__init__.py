@@ -1,8 +1,9 @@
 """Server-rendered HTML pages: the swarm index (``GET /`` and ``GET /swarms``).
 
 One small function per page over plain data (the rows of ``/api/swarms``); every value is
-escaped. The ``best_accuracy`` column and the ``contribution-board`` section are hooks for
-the contribution board: they render whatever the row carries (``None`` shows a dash).
+escaped. The ``swarm_accuracy`` column (the contribution board's corroborated accuracy: the
+lower median of vouched peers' claims) and the ``contribution-board`` section render whatever
+the row carries (``None`` shows a dash).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def swarm_index(rows: list[dict[str, Any]]) -> str:
         f'<br><span class="muted">{_cell(r["model"]["summary"])}</span></td>'
         f'<td>{_cell((r.get("dataset") or {}).get("name"))}</td>'
         f'<td class="peers">{r["peers"]}</td>'
-        f'<td class="best-accuracy" data-hook="best-accuracy">{_cell(r.get("best_accuracy"), "{:.3f}")}</td>'
+        f'<td class="swarm-accuracy" data-hook="swarm-accuracy">{_cell(r.get("swarm_accuracy"), "{:.3f}")}</td>'
         f'<td><a href="{escape(r["join_url"])}">{escape(r["join_url"])}</a></td></tr>'
         for r in rows
     )
@@ -45,7 +46,7 @@ def swarm_index(rows: list[dict[str, Any]]) -> str:
 <code>swarm join LINK</code>. Publish your own with <code>swarm publish</code> or the
 <a href="/peer/publish.html">no-code publisher</a>. Machine-readable: <a href="/api/swarms">/api/swarms</a>.</p>
 <table id="swarms">
-<thead><tr><th>Swarm</th><th>Model</th><th>Dataset</th><th>Peers online</th><th>Best accuracy</th><th>Join link</th></tr></thead>
+<thead><tr><th>Swarm</th><th>Model</th><th>Dataset</th><th>Peers online</th><th title="median of the accuracy claims of peers other peers vouched for">Swarm accuracy</th><th>Join link</th></tr></thead>
 <tbody>
 {body or empty}
 </tbody></table>

@@ -149,3 +149,27 @@ export function answerMessage(swarmId, sender, receiver, nonce, offerNonce, fing
   }
   return concatBytes(ANSWER_CONTEXT, linkFields(swarmId, sender, receiver, nonce), offerNonce, fingerprintText(fingerprints));
 }
+
+export const RECEIPT_CONTEXT = utf8("gossip-swarm/receipt/v1\x00");
+export const RECEIPT_SESSION_SIZE = 8;
+export const MAX_RECEIPT_FRAMES = 10 ** 12;
+
+/**
+ * What a peer signs to vouch for a neighbor on the contribution board (mirrors
+ * protocols/crypto.py receipt_message): RECEIPT_CONTEXT || swarm id || voucher id || peer id
+ * (ASCII hex) || session (8 raw bytes, random per page load) || frames (u64 big-endian).
+ */
+export function receiptMessage(swarmId, voucher, peer, session, frames) {
+  for (const [name, value] of [["swarm id", swarmId], ["voucher", voucher], ["peer", peer]]) {
+    if (typeof value !== "string" || !/^[0-9a-f]{32}$/.test(value)) throw new TypeError(`${name} must be 32 lowercase hex characters`);
+  }
+  if (!(session instanceof Uint8Array) || session.length !== RECEIPT_SESSION_SIZE) {
+    throw new TypeError(`a receipt session is ${RECEIPT_SESSION_SIZE} bytes`);
+  }
+  if (!Number.isSafeInteger(frames) || frames < 1 || frames > MAX_RECEIPT_FRAMES) {
+    throw new TypeError(`a receipt vouches for 1 to ${MAX_RECEIPT_FRAMES} frames, got ${frames}`);
+  }
+  const count = new Uint8Array(8);
+  new DataView(count.buffer).setBigUint64(0, BigInt(frames), false);
+  return concatBytes(RECEIPT_CONTEXT, utf8(swarmId + voucher + peer), session, count);
+}
