@@ -2,7 +2,8 @@
 // Frames travel as <= 256 KiB chunks; the sender waits for `bufferedamountlow` whenever more
 // than HIGH_WATER bytes are queued, because Chromium throws past 16 MiB buffered.
 // While open, the link reads its selected ICE candidate pair and RTT from getStats() every
-// ICE_INFO_INTERVAL_MS (`iceInfo`, the keys of peer/link.py ice_info()).
+// ICE_INFO_INTERVAL_MS (`iceInfo`, the keys of peer/link.py ice_info()). Large sends measure the
+// link's send rate (`rateBytesPerS`, an exponential moving average; the exchange deadline uses it).
 // What arrives is refused and reported (onChunkError; `refusals` counts them, and the transport
 // makes each a strike against the sender): a text message, a message above 256 KiB, a chunk that
 // breaks the reassembly rules; the rest of a refused transfer is dropped unseen, so one bad frame
@@ -18,6 +19,10 @@ export const STALL_TIMEOUT_MS = 10000; // the same as peer/link.py STALL_TIMEOUT
 const WATCH_INTERVAL_MS = 1000;
 const REFUSED_TRANSFERS = 16; // refused transfers remembered, so the rest of their chunks is no new strike
 const SEND_TIMEOUT_MS = 30000;
+const SEND_TIMEOUT_CEILING_MS = 600000;
+export const RATE_SAMPLE_MIN = 2 * HIGH_WATER; // a send this large, minus what is still buffered, measures the rate
+export const RATE_SMOOTHING = 0.5; // weight of the newest rate sample (peer/link.py RATE_SMOOTHING)
+const DEFAULT_RATE_BYTES_S = 1e6; // gossip.js DEFAULT_RATE_BYTES_S: until a large send measured the link
 export const ICE_INFO_INTERVAL_MS = 3000; // the pair can change (ICE restarts, consent failures) and RTT drifts
 
 // the pair's kind is its least direct side: a relayed pair is "relay" whichever end relays
@@ -70,6 +75,7 @@ export class PeerLink {
     this.reassembler = new Reassembler(maxFrameSize);
     this.bytesSent = 0;
     this.bytesReceived = 0;
+    this.rateBytesPerS = null; // measured send rate (large sends only), bytes per second
     this.pendingCandidates = [];
     this.iceInfo = emptyIceInfo();
     this._transferId = 0;
@@ -206,7 +212,11 @@ export class PeerLink {
     const data = await build();
     this._transferId = (this._transferId + 1) >>> 0;
     const size = Math.min(MAX_MESSAGE_SIZE, this.pc.sctp?.maxMessageSize || MAX_MESSAGE_SIZE);
-    const deadline = performance.now() + SEND_TIMEOUT_MS;
+    // a large model on a slow link takes longer than the default: allow 4x what the link's rate says
+    const started = performance.now();
+    const allowMs = Math.min(SEND_TIMEOUT_CEILING_MS,
+      Math.max(SEND_TIMEOUT_MS, (4000 * data.length) / (this.rateBytesPerS || DEFAULT_RATE_BYTES_S)));
+    const deadline = started + allowMs;
     for (const chunk of splitFrame(data, this._transferId, size)) {
       while (this.channel.bufferedAmount > HIGH_WATER && this.state === LinkState.OPEN) {
         if (performance.now() > deadline) throw new Error("send timed out: the neighbor does not drain");
@@ -219,6 +229,14 @@ export class PeerLink {
       this.channel.send(chunk);
       this.bytesSent += chunk.length;
     }
+    this.measureRate(data.length - this.channel.bufferedAmount, (performance.now() - started) / 1000);
+  }
+
+  /** Fold one large send (bytes that left the buffer, in seconds) into rateBytesPerS (peer/link.py _measure_rate). */
+  measureRate(drained, seconds) {
+    if (drained < RATE_SAMPLE_MIN || !(seconds > 0)) return; // small sends only fill the buffer: they say nothing
+    const sample = drained / seconds;
+    this.rateBytesPerS = this.rateBytesPerS === null ? sample : RATE_SMOOTHING * sample + (1 - RATE_SMOOTHING) * this.rateBytesPerS;
   }
 
   close(reason = "closed") {

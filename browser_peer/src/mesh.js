@@ -117,7 +117,10 @@ export class Mesh {
 
   /** Per open link: neighbor, its client, the selected ICE pair's candidate types and RTT (peer/mesh.py link_report). */
   linkReport() {
-    return this.openLinks().map((l) => ({ peer: l.peerId, client: l.info.client, ...l.iceInfo }));
+    return this.openLinks().map((l) => ({
+      peer: l.peerId, client: l.info.client, ...l.iceInfo,
+      rate_mb_s: l.rateBytesPerS ? Math.round(l.rateBytesPerS / 1e3) / 1e3 : null, // measured send rate (peer/mesh.py link_report)
+    }));
   }
 
   close() {

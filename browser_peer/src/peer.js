@@ -90,6 +90,7 @@ export class BrowserPeer {
     this.metrics = { framesSent: 0, framesAccepted: 0, rejected: {}, acceptedFrom: {} };
     this.exchangesDone = 0;
     this.timeouts = new Map(); // neighbor -> exchange timeouts in a row
+    this._background = null; // the exchange in flight beside training, if any
     this.startedAt = performance.now();
     this.events = [];
   }
@@ -151,8 +152,9 @@ export class BrowserPeer {
     this.transport = new MeshTransport(this.identity, {
       swarmId: hexToBytes(this.swarmId), modelId: hexToBytes(modelId), verifier: this.verifier, engine: this.engine,
       metrics: this.metrics, links: () => this.mesh.links, codec: CODEC[manifest.gossip.codec.toUpperCase()],
-      shapes: this.trainer.shapes,
+      shapes: this.trainer.shapes, frameBytes: maxFrameSize(manifest), exchangeTimeoutS: manifest.gossip.exchange_timeout_s,
     });
+    this.engine.holdMs = (peerId) => this.transport.deadline(peerId); // how long an accepted proposal waits for its request
     this.transport.onMisbehaving = (peerId, why) => {
       this.log(`banned ${peerId.slice(0, 8)} for 5 minutes: ${why}`);
       this.mesh.ban(peerId);
@@ -209,7 +211,7 @@ export class BrowserPeer {
     const timeout = this.manifest.gossip.exchange_timeout_s * 1000;
     const replies = await Promise.all(this.mesh.openLinks().slice(0, 3).map(async (link) => {
       try {
-        return [link.peerId, await withTimeout(this.transport.pull(link.peerId), timeout, "pull")];
+        return [link.peerId, await withTimeout((signal) => this.transport.pull(link.peerId, signal), timeout, "pull")];
       } catch {
         return [link.peerId, null];
       }
@@ -239,9 +241,12 @@ export class BrowserPeer {
     return row;
   }
 
+  /** Whether an exchange started beside training is still in flight. */
+  get exchangeInFlight() { return this._background !== null; }
+
   async _loop() {
     const t = this.manifest.training;
-    const timeout = this.manifest.gossip.exchange_timeout_s * 1000;
+    const beside = this.manifest.gossip.method !== "central"; // a FedAvg client would wait for its round's average
     let sinceExchange = 0;
     let loss = NaN;
     await this._record(loss);
@@ -252,7 +257,8 @@ export class BrowserPeer {
         await sleep(200); // paused: still answers neighbors' exchanges
         continue;
       }
-      const n = Math.min(TRAIN_CHUNK, t.local_steps - sinceExchange) || 1;
+      const left = t.local_steps - sinceExchange; // none left: an exchange is in flight, train on meanwhile
+      const n = left > 0 ? Math.min(TRAIN_CHUNK, left) : TRAIN_CHUNK;
       loss = await this.trainer.lock.run(async () => {
         const mean = await this.trainer.trainSteps(n);
         await this.lastGood.check(); // non-finite: rolled back before the lock lets a neighbor read it
@@ -263,20 +269,27 @@ export class BrowserPeer {
         await this._record(loss);
         await this.trainer.lock.run(() => this.lastGood.save());
       }
-      if (sinceExchange >= t.local_steps) {
+      if (sinceExchange >= t.local_steps && !this.exchangeInFlight) {
         await this.trainer.lock.run(() => this.lastGood.save()); // the weights this exchange sends
-        await this._exchange(timeout);
+        const exchange = this._exchange();
+        if (beside) { // beside training (peer/node.py): the merge lands when the reply does
+          this._background = exchange;
+          exchange.catch((err) => console.error("exchange failed", err)).finally(() => { this._background = null; });
+        } else {
+          await exchange;
+        }
         sinceExchange = 0;
       }
       await yieldNow();
     }
   }
 
-  async _exchange(timeout) {
+  /** One exchange with a random open link; its deadline comes from the frame size and that link. */
+  async _exchange() {
     const open = this.mesh.openLinks();
     if (open.length === 0) return;
     const peer = open[Math.floor(Math.random() * open.length)].peerId;
-    const outcome = await this.engine.initiate(peer, this.transport, timeout);
+    const outcome = await this.engine.initiate(peer, this.transport, this.transport.deadline(peer));
     if (outcome === Outcome.MERGED) this.exchangesDone += 1;
     if (outcome === Outcome.TIMEOUT) {
       // a neighbor that stops answering is dropped, not waited for: two misses in a row (one can
@@ -287,7 +300,7 @@ export class BrowserPeer {
         this.timeouts.delete(peer);
         this.mesh.links.get(peer)?.close();
       }
-    } else if (outcome === Outcome.MERGED || outcome === Outcome.DECLINED) {
+    } else if (outcome === Outcome.MERGED || outcome === Outcome.DECLINED || outcome === Outcome.CROSSED) {
       this.timeouts.delete(peer);
     }
     if (outcome !== Outcome.MERGED) await sleep(Math.random() * 50); // desynchronize retries after a decline

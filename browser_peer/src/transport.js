@@ -1,11 +1,16 @@
-// Gossip over the WebRTC mesh: updates become signed frames and back (mirrors peer/transport.py).
-// Every incoming frame passes the FrameVerifier first; requests are answered by the engine,
-// responses resolve the pending exchange with the same exchange id from the same peer.
+// Gossip over the WebRTC mesh: proposals and updates become signed frames and back (mirrors
+// peer/transport.py). Every incoming frame passes the FrameVerifier first; proposals and requests
+// are answered by the engine (onPropose, respond); accepts, declines and responses resolve the
+// pending exchange with the same exchange id from the same peer. An accepted proposal's exchange
+// id is reused by the request that follows it (docs/PROTOCOL.md "The gossip exchange").
+// An exchange the engine gave up on (its AbortSignal fired: a timeout) is forgotten at once; its
+// one late reply is counted `unexpected` but is no strike, a second one is.
 // Every kind of abuse is a strike against the sending neighbor: rejected frames, weight-carrying
 // replies nobody asked for, and what a link refused before there was a frame (link.refusals,
 // collected by collectAbuse on every chunk error). A model far from ours is no strike: honest
 // neighbors drift far apart, and the clipped average already bounds a poisoned model.
 import { distance } from "./averaging.js";
+import { exchangeDeadlineMs } from "./gossip.js";
 import { CODEC, decode, encode } from "./protocol/codecs.js";
 import { FRAME_KIND, buildFrame } from "./protocol/frame.js";
 import { FrameRejected } from "./verifier.js";
@@ -13,6 +18,7 @@ import { TokenBucket } from "./ratelimit.js";
 
 const MAX_PENDING = 64;
 const MAX_RESIDUALS = 256;
+const LATE_REPLIES = 64; // per neighbor: exchanges that ended unanswered, whose one late reply is no strike
 // the same limits as peer/transport.py
 const FRAME_RATE = 20; // frames per second per neighbor, sustained
 const FRAME_BURST = 40;
@@ -27,12 +33,16 @@ function randomU64() {
 }
 
 export class MeshTransport {
-  constructor(identity, { swarmId, modelId, verifier, engine, metrics, links, codec = CODEC.FLOAT32, shapes }) {
-    Object.assign(this, { identity, swarmId, modelId, verifier, engine, metrics, links, codec, shapes });
+  constructor(identity, {
+    swarmId, modelId, verifier, engine, metrics, links, codec = CODEC.FLOAT32, shapes, frameBytes = 0, exchangeTimeoutS = 10,
+  }) {
+    Object.assign(this, { identity, swarmId, modelId, verifier, engine, metrics, links, codec, shapes, frameBytes, exchangeTimeoutS });
     this.session = randomU64(); // new per page load: receivers key replay state by it
     this._seq = 0n;
     this._exchange = 0n;
     this._pending = new Map(); // `${peerId}/${exchangeId}` -> resolve
+    this._accepted = new Map(); // neighbor -> exchange id of its accept (our request reuses it)
+    this._late = new Map(); // neighbor -> exchange ids that ended unanswered
     this._residual = new Map();
     this.lastDistance = null;
     this._buckets = new Map();
@@ -74,9 +84,23 @@ export class MeshTransport {
     }
   }
 
+  /**
+   * Milliseconds for each step of an exchange with `peerId` (gossip.js exchangeDeadlineMs): from
+   * the model's frame size and the link's measured send rate and RTT, floored at the swarm's
+   * exchange_timeout_s (peer/transport.py deadline, which gives seconds).
+   */
+  deadline(peerId) {
+    const link = this.links().get(peerId);
+    const rate = link ? link.rateBytesPerS : null;
+    const rttMs = link && link.iceInfo ? link.iceInfo.rtt_ms : null;
+    return exchangeDeadlineMs(this.frameBytes, rate, Number.isFinite(rttMs) ? rttMs / 1000 : null,
+      { floorMs: this.exchangeTimeoutS * 1000 });
+  }
+
   /** Ask a neighbor for its current model (a joining peer starts from the swarm's state). */
-  pull(peerId) {
-    return this._ask(peerId, FRAME_KIND.PULL_REQUEST, null);
+  async pull(peerId, signal = null) {
+    const reply = await this._ask(peerId, FRAME_KIND.PULL_REQUEST, null, ++this._exchange, signal);
+    return reply && reply !== true ? reply : null;
   }
 
   /** Lossy codecs: send w + r and keep r <- (w + r) - decode(encode(w + r)) per neighbor. */
@@ -108,26 +132,73 @@ export class MeshTransport {
   }
 
   // ---- gossip transport ------------------------------------------------------------------
-  async request(peerId, update) {
-    const result = await this._ask(peerId, FRAME_KIND.EXCHANGE_REQUEST, update);
-    if (result !== null) this.lastDistance = distance(update.weights, result.weights);
-    return result;
+  /** Propose an exchange; true once `peerId` accepted (our next request reuses its exchange id). */
+  async propose(peerId, signal = null) {
+    this._accepted.delete(peerId);
+    const exchangeId = ++this._exchange;
+    const accepted = await this._ask(peerId, FRAME_KIND.EXCHANGE_PROPOSE, null, exchangeId, signal);
+    if (accepted !== true) return false;
+    this._accepted.set(peerId, exchangeId);
+    while (this._accepted.size > MAX_RESIDUALS) this._accepted.delete(this._accepted.keys().next().value);
+    return true;
   }
 
-  /** Send a request frame and wait for the reply with its exchange id (null: declined). */
-  async _ask(peerId, kind, update) {
+  async request(peerId, update, signal = null) {
+    const exchangeId = this._accepted.get(peerId) ?? ++this._exchange;
+    this._accepted.delete(peerId);
+    const reply = await this._ask(peerId, FRAME_KIND.EXCHANGE_REQUEST, update, exchangeId, signal);
+    if (!reply || reply === true) return null;
+    this.lastDistance = distance(update.weights, reply.weights);
+    return reply;
+  }
+
+  /**
+   * Send a request frame and wait for the reply with its exchange id: the reply's update
+   * (RESPONSE, PULL_RESPONSE), true (ACCEPT) or null (DECLINE). `signal` aborting (the engine's
+   * timeout) ends the wait: the exchange is no longer pending, and one late reply is no strike.
+   */
+  async _ask(peerId, kind, update, exchangeId, signal = null) {
     const link = this.links().get(peerId);
     if (!link) throw new Error(`no link to ${peerId.slice(0, 8)}`);
     if (this._pending.size >= MAX_PENDING) throw new Error("too many exchanges in flight");
-    const exchangeId = ++this._exchange;
+    if (signal && signal.aborted) throw new Error("exchange abandoned");
     const key = `${peerId}/${exchangeId}`;
-    const reply = new Promise((resolve) => this._pending.set(key, resolve));
+    let answered = false;
+    let onAbort = null;
+    const reply = new Promise((resolve, reject) => {
+      this._pending.set(key, (value) => { answered = true; resolve(value); });
+      if (signal) {
+        onAbort = () => reject(new Error("exchange abandoned"));
+        signal.addEventListener("abort", onAbort, { once: true });
+      }
+    });
+    reply.catch(() => {}); // an abort while the frame is still being sent is no unhandled rejection
     try {
       await this.send(link, kind, exchangeId, update);
       return await reply;
     } finally {
-      this._pending.delete(key);
+      if (onAbort) signal.removeEventListener("abort", onAbort);
+      if (this._pending.get(key)) this._pending.delete(key);
+      if (!answered) this._rememberLate(peerId, exchangeId);
     }
+  }
+
+  _rememberLate(peerId, exchangeId) {
+    const late = this._late.get(peerId) || [];
+    late.push(exchangeId);
+    if (late.length > LATE_REPLIES) late.shift();
+    this._late.delete(peerId);
+    this._late.set(peerId, late);
+    while (this._late.size > MAX_RESIDUALS) this._late.delete(this._late.keys().next().value);
+  }
+
+  /** Whether `exchangeId` is an exchange with `peerId` that ended unanswered (forgotten once answered). */
+  _wasLate(peerId, exchangeId) {
+    const late = this._late.get(peerId);
+    const at = late ? late.indexOf(exchangeId) : -1;
+    if (at < 0) return false;
+    late.splice(at, 1);
+    return true;
   }
 
   // ---- incoming -------------------------------------------------------------------------
@@ -159,16 +230,27 @@ export class MeshTransport {
       } catch (err) {
         console.debug("could not answer", link.peerId.slice(0, 8), err);
       }
-    } else if ([FRAME_KIND.EXCHANGE_RESPONSE, FRAME_KIND.EXCHANGE_DECLINE, FRAME_KIND.PULL_RESPONSE].includes(h.kind)) {
-      const resolve = this._pending.get(`${link.peerId}/${h.exchangeId}`);
+    } else if (h.kind === FRAME_KIND.EXCHANGE_PROPOSE) {
+      const accept = typeof this.engine.onPropose === "function" && this.engine.onPropose(link.peerId);
+      const kind = accept ? FRAME_KIND.EXCHANGE_ACCEPT : FRAME_KIND.EXCHANGE_DECLINE;
+      try {
+        await this.send(link, kind, h.exchangeId, null);
+      } catch (err) {
+        console.debug("could not answer a proposal of", link.peerId.slice(0, 8), err);
+      }
+    } else if ([FRAME_KIND.EXCHANGE_RESPONSE, FRAME_KIND.EXCHANGE_DECLINE, FRAME_KIND.PULL_RESPONSE,
+      FRAME_KIND.EXCHANGE_ACCEPT].includes(h.kind)) {
+      const key = `${link.peerId}/${h.exchangeId}`;
+      const resolve = this._pending.get(key);
       if (!resolve) {
-        // a timed-out exchange stays pending here, so its late reply resolves it; this is a reply
-        // nobody asked for, or a second one: with weights, a verify and a decode for nothing
+        // a reply nobody asked for, or a second one: with weights, a verify and a decode for
+        // nothing (the one late reply to an exchange that ended unanswered is no strike)
         this.metrics.rejected.unexpected = (this.metrics.rejected.unexpected || 0) + 1;
-        if (update) this.strike(link.peerId, "unexpected");
+        if (update && !this._wasLate(link.peerId, h.exchangeId)) this.strike(link.peerId, "unexpected");
       } else {
-        this._pending.delete(`${link.peerId}/${h.exchangeId}`);
-        resolve(h.kind === FRAME_KIND.EXCHANGE_DECLINE ? null : update);
+        this._pending.delete(key);
+        if (h.kind === FRAME_KIND.EXCHANGE_ACCEPT) resolve(true);
+        else resolve(h.kind === FRAME_KIND.EXCHANGE_DECLINE ? null : update);
       }
     } else if (h.kind === FRAME_KIND.PULL_REQUEST) {
       const now = performance.now();
