@@ -138,6 +138,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
                             data=data, name=name, swarm_id=args.swarm_id, seed=args.seed, training=training,
                             gossip=gossip, ice_servers=_ice_server_list(args.ice_server),
                             python_only=args.python_peers_only)  # fmt: skip
+    for notice in pub.notices:
+        print(f"swarm publish: note: {notice}", file=sys.stderr)
     reply = asyncio.run(upload(args.server, pub))
     # the pin comes from our own key, never from the server's reply: it is what lets joiners refuse
     # a manifest the server swapped (the fragment never reaches the server)
@@ -286,7 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = s.add_argument_group("dataset")
     g.add_argument("--dataset", default="mnist",
                    help="mnist (built-in digits), none (peers bring --data), or a .npz (x, y) / .csv file")  # fmt: skip
-    g.add_argument("--label-column", default="label", help="CSV column (name or 0-based index) holding the class")
+    g.add_argument("--label-column", help="CSV column holding the label: a header name or a 0-based index (-1: the last); "
+                   "default: the column named label, labels, target, class, y, outcome, species or category")
     g.add_argument("--test-fraction", type=float, default=0.2, help="share of every class held out for testing")
     g.add_argument("--shards", type=int, default=4, help="training shards (the server hands each peer the least-used)")
     g.add_argument("--partition", choices=["iid", "dirichlet", "by_class"], default="iid",

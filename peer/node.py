@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import random
 import time
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +19,7 @@ from rich.console import Console
 
 from protocols.codecs import CodecId
 from protocols.crypto import peer_id_of, public_key_bytes
-from protocols.dataset import decode_shard, features_float32
+from protocols.dataset import decode_shard, shard_x_dtype
 from protocols.frame import frame_size
 from protocols.manifest import Manifest
 from protocols.signaling import ErrorCode, Report, Welcome
@@ -36,6 +34,7 @@ from .ice import use_candidate_addresses
 from .identity import default_identity_path, load_or_create
 from .receipts import ReceiptBook
 from .link import quiet_closed_transport_errors
+from .localdata import load_local_data, load_local_split
 from .mesh import Mesh, MeshConfig
 from .metrics import JsonLines, PeerMetrics
 from .transport import FrameSink, MeshTransport
@@ -94,76 +93,6 @@ class LastGood:
 
 def default_checkpoint_dir(swarm_id: str, peer_id: str) -> Path:
     return Path.home() / ".local" / "share" / "gossip-swarm" / swarm_id / peer_id
-
-
-def _model_input_shape(manifest: Manifest) -> list[int] | None:
-    """The input shape of one example as the topology's first layer states it (None if it does not)."""
-    topology = manifest.model.topology
-    inner = topology.get("model_config", topology)
-    layers = inner.get("config", {}).get("layers", []) if isinstance(inner, dict) else []
-    cfg = layers[0].get("config", {}) if layers and isinstance(layers[0], dict) else {}
-    shape = cfg.get("batch_input_shape") or cfg.get("batchInputShape")
-    return [int(d) for d in shape[1:]] if isinstance(shape, list) and len(shape) > 1 and None not in shape[1:] else None
-
-
-def load_local_data(path: Path, manifest: Manifest) -> tuple[np.ndarray, np.ndarray]:
-    """A contributor's own .npz (arrays x, y), checked as published shards are, and scaled as they are.
-
-    Refused with a ValueError that says what to fix (never a TensorFlow traceback later): arrays
-    missing or of different lengths, examples that do not fit the model's input, NaN or infinite
-    features (one such value makes the model NaN, and int8 gossip would pass it on as finite
-    garbage), labels that are not class indices of this model (1..K instead of 0..K-1, one-hot).
-    uint8 features are scaled by 1/255, exactly as ``protocols.dataset`` scales published shards.
-    """
-    try:
-        with np.load(path) as npz:
-            if "x" not in npz or "y" not in npz:
-                raise ValueError(f"{path} must hold arrays named x and y (np.savez(path, x=features, y=labels))")
-            x_raw, y_raw = npz["x"], npz["y"]
-    except (OSError, EOFError, zipfile.BadZipFile, ValueError) as exc:
-        if "arrays named x and y" in str(exc):
-            raise
-        raise ValueError(f"{path} is not a .npz file of numeric arrays x and y: {exc}") from None
-    ds = manifest.dataset
-    want = ds.input_shape if ds is not None else _model_input_shape(manifest)
-    classes = ds.num_classes if ds is not None else int(manifest.model.weights[-1].shape[-1])
-    x = _local_features(path, x_raw, want)
-    return x, _local_labels(path, y_raw, len(x), classes)
-
-
-def _local_features(path: Path, x: np.ndarray, want: list[int] | None) -> np.ndarray:
-    if x.dtype.kind not in "biuf" or x.ndim < 2 or len(x) == 0:
-        raise ValueError(f"{path}: x must be a non-empty numeric array of examples (n, ...), got {x.dtype} of shape {x.shape}")
-    if want is not None and list(x.shape[1:]) != want:
-        if math.prod(x.shape[1:]) != math.prod(want):
-            raise ValueError(f"{path}: examples of shape {list(x.shape[1:])} do not fit the model's input {want}")
-        x = x.reshape((len(x), *want))  # the same values, e.g. 28x28 images for a 784-input model
-    with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf: refused below
-        features = features_float32(x)
-    bad = ~np.isfinite(features)
-    if bad.any():
-        rows = np.unique(np.nonzero(bad.reshape(len(features), -1))[0])
-        raise ValueError(f"{path}: {int(bad.sum())} features are NaN or infinite (or beyond float32's range), "
-                         f"in {len(rows)} examples (first: row {int(rows[0])}); drop or impute them before training")  # fmt: skip
-    return features
-
-
-def _local_labels(path: Path, y: np.ndarray, n: int, classes: int) -> np.ndarray:
-    if y.ndim == 2 and y.shape[1] == classes and y.shape[1] > 1:
-        raise ValueError(f"{path}: y looks one-hot ({y.shape}); pass class indices instead: y = y.argmax(axis=1)")
-    y = y.reshape(-1) if y.ndim == 2 and y.shape[1] == 1 else y
-    if y.ndim != 1 or len(y) != n:
-        raise ValueError(f"{path}: {n} examples but y has shape {y.shape}; one class index per example is needed")
-    if y.dtype.kind not in "biuf" or (y.dtype.kind == "f" and not (np.isfinite(y).all() and (y == np.round(y)).all())):
-        raise ValueError(f"{path}: labels must be whole class indices 0..{classes - 1}, got {y.dtype} values such as {y[:3].tolist()}")
-    labels = y.astype(np.int64)
-    low, high = int(labels.min()), int(labels.max())
-    if low >= 1 and high == classes:
-        raise ValueError(f"{path}: labels run {low}..{high}, but this model's {classes} classes are 0..{classes - 1}: "
-                         "subtract 1 (y = y - 1)")  # fmt: skip
-    if low < 0 or high >= classes:
-        raise ValueError(f"{path}: labels in [{low}, {high}] are not classes of this model (0..{classes - 1})")
-    return labels
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:
@@ -294,13 +223,18 @@ class PeerNode:
     async def _data(self, http: aiohttp.ClientSession, manifest: Manifest, shard: int) -> tuple[Any, Any]:
         ds = manifest.dataset
         if ds is None and self.config.data is None:
-            raise ValueError("this swarm publishes no dataset: pass --data FILE.npz with arrays x and y")
-        train = load_local_data(self.config.data, manifest) if self.config.data else None
+            raise ValueError("this swarm publishes no dataset: pass --data FILE (.npz with x and y, or .csv with a label column)")
         if ds is None:
-            assert train is not None
+            assert self.config.data is not None
+            train, own_test = load_local_split(self.config.data, manifest)
+            if own_test is not None:  # a Keras-style file's x_test/y_test
+                return train, own_test
             cut = max(1, len(train[0]) // 5)
             return (train[0][cut:], train[1][cut:]), (train[0][:cut], train[1][:cut])
-        test = decode_shard(await fetch_blob(http, self.config.server, ds.test))
+        test_blob = await fetch_blob(http, self.config.server, ds.test)
+        test = decode_shard(test_blob)
+        # a contributor's 0..255 values are scaled as the swarm's shards are (uint8 shards: by 1/255)
+        train = load_local_data(self.config.data, manifest, pixels=shard_x_dtype(test_blob) == np.uint8) if self.config.data else None
         if train is None:
             train = decode_shard(await fetch_blob(http, self.config.server, ds.train_shards[shard % len(ds.train_shards)]))
         return train, test

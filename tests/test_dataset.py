@@ -60,3 +60,19 @@ def test_random_blobs_only_raise_protocol_error(blob: bytes) -> None:
         decode_shard(blob)
     except ProtocolError:
         pass
+
+
+def test_float_targets_make_a_version_2_shard_and_labels_stay_version_1() -> None:
+    targets = np.array([[0.5, -1.25], [3.0, 1e-3]], dtype=np.float64)
+    blob = encode_shard(IMAGES, targets)
+    assert blob[4:8] == bytes([2, 0, 1, 2])  # version 2, uint8 x, float32 y, 2 targets per example
+    x, y = decode_shard(blob)
+    assert y.dtype == np.float32 and y.shape == (2, 2) and y.tolist() == targets.astype(np.float32).tolist()
+    one = decode_shard(encode_shard(IMAGES, np.array([0.25, 7.5])))[1]
+    assert one.shape == (2, 1) and one[:, 0].tolist() == [0.25, 7.5]
+    assert encode_shard(IMAGES, LABELS)[4] == 1  # class labels: the version-1 bytes, unchanged
+    with pytest.raises(ValueError, match="finite"):
+        encode_shard(IMAGES, np.array([np.nan, 1.0]))
+    for bad in (bytes([2, 0, 0, 2]), bytes([2, 0, 1, 0]), bytes([2, 0, 7, 1]), bytes([1, 0, 1, 2])):
+        with pytest.raises(ProtocolError):
+            decode_shard(blob[:4] + bad + blob[8:])
