@@ -114,6 +114,8 @@ async def test_python_and_browser_peers_train_together_and_reject_a_rogue(server
                         and all(py_ids & set(s["acceptedFrom"]) for s in snaps)
                         and all(r is not None and browser_ids & set(r["accepted_from"]) for r in rows)
                         and all(sum(s["rejected"].values()) >= sent for s in snaps)
+                        # exchanges propose first (issue 15): tabs and Python peers merge, not only trade frames
+                        and all(s["exchanges"].get("merged", 0) + s["exchanges"].get("served", 0) >= 1 for s in snaps)
                     )
                     if done:
                         break
@@ -122,6 +124,8 @@ async def test_python_and_browser_peers_train_together_and_reject_a_rogue(server
                     await asyncio.sleep(1)
             finally:
                 await rogue.close()
+            print("\ntab exchanges:", [s["exchanges"] for s in snaps],
+                  "Python exchanges:", [(r["exchanges"], r["served"]) for r in rows if r])  # fmt: skip
 
             # the tabs' models, evaluated here on the whole test split (not what the tabs report)
             m = default_publication.manifest
