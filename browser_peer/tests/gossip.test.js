@@ -97,6 +97,8 @@ test("the exchange deadline: floor, default rate, measured rate and RTT, ceiling
   // 50 MB at 10 MB/s with 0.25 s RTT: 2 x (10 + 1) s
   assert.equal(exchangeDeadlineMs(50e6, 10e6, 0.25, { floorMs: 10000 }), 22000);
   assert.equal(exchangeDeadlineMs(5e9, 1e6, 0, { floorMs: 10000 }), 600000); // the ceiling
+  assert.equal(exchangeDeadlineMs(400000, null, null, { floorMs: 10000 }), 10000); // the default model: the floor
+  assert.equal(exchangeDeadlineMs(38e6, null, null, { floorMs: 10000 }), 2000 * (2 * 38)); // 38 MB at the default rate
 });
 
 // ---- the engine -------------------------------------------------------------------------------
@@ -260,6 +262,21 @@ test("the merge beside training adds the averaging step to the model trained mea
   assert.equal(a.n, weight);
   // the local progress is kept: a minus b is what a trained meanwhile (up to float32 rounding)
   assertClose(a.weights.map((w, i) => w.map((v, j) => v - b.weights[i][j])), delta, 1e-5);
+  // what both hold sums to what they held plus the local steps: the gossip sums are kept (equal gossip weights)
+  const c = new ArrayModel(randomModel(r), 1);
+  const d = new ArrayModel(randomModel(r), 1);
+  const [c0, d0] = [c.current().weights, d.current().weights];
+  const twins = { [A]: new GossipEngine(c, pairAverage, A), [B]: new GossipEngine(d, pairAverage, B) };
+  class Trains extends InMemoryTransport {
+    async request(peer, update) {
+      const reply = await super.request(peer, update);
+      await c.lock.run(() => { c.weights = c.weights.map((w, i) => w.map((v, j) => v + delta[i][j])); c.step += 5; });
+      return reply; // local steps landed while the reply was in flight
+    }
+  }
+  assert.equal(await twins[A].initiate(B, new Trains(twins, A, 5), 1000), Outcome.MERGED);
+  assertClose(c.weights.map((w, i) => w.map((v, j) => v + d.weights[i][j])),
+    c0.map((w, i) => w.map((v, j) => v + d0[i][j] + delta[i][j])), 1e-5);
 });
 
 test("with no training in between the merge is exactly the pairwise average", async () => {
