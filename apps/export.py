@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from peer.checkpoint import resolve
 from protocols.manifest import TrainingConfig
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -58,9 +59,10 @@ def _keras() -> Any:
 
 def load_checkpoint_model(directory: Path) -> tuple[Any, dict[str, Any]]:
     """The model and ``state.json`` (step, gossip weight, model id) of a peer's checkpoint."""
-    h5 = directory / "model.h5"
     if not directory.is_dir():
         raise ExportError(f"{directory} is not a directory; give a peer's checkpoint directory or a join link")
+    directory = resolve(directory)  # the current checkpoint: its model and state belong together
+    h5 = directory / "model.h5"
     if not h5.is_file():
         raise ExportError(f"{directory} has no model.h5; is it a peer's checkpoint directory (--checkpoint-dir)?")
     with h5.open("rb") as f:

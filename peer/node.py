@@ -347,7 +347,8 @@ class PeerNode:
             while cfg.duration_s is None or time.monotonic() - started < cfg.duration_s:
                 training = role != "aggregator" and (cfg.max_steps is None or trainer.step < cfg.max_steps)
                 if training:
-                    n = min(TRAIN_CHUNK, tcfg.local_steps - since_exchange) or 1
+                    left = tcfg.local_steps - since_exchange  # below 0 while an exchange is still in flight
+                    n = min(TRAIN_CHUNK, left) if left > 0 else TRAIN_CHUNK
                     async with trainer.lock:
                         loss = await asyncio.to_thread(trainer.train_steps, n)
                         good.check()  # non-finite: rolled back before the lock lets a neighbor read it
