@@ -470,7 +470,10 @@ def _dataset_misfit(envelope: bytes, blobs: dict[str, bytes]) -> str | None:
             return f"dataset shard {ref.digest[:12]}… is not a shard: {exc}"
         if list(x.shape[1:]) != ds.input_shape or len(y) != ref.num_samples:
             return f"dataset shard {ref.digest[:12]}… holds {len(y)} examples of shape {list(x.shape[1:])}, manifest says {ref.num_samples} of {ds.input_shape}"
-        if len(y) and int(y.max()) >= ds.num_classes:
+        if (y.dtype.kind == "f") != (ds.num_classes is None):  # float targets exactly when the task is regression
+            return (f"dataset shard {ref.digest[:12]}… holds {'float targets' if y.dtype.kind == 'f' else 'class labels'}, "
+                    f"but the manifest's dataset {'is regression' if ds.num_classes is None else 'has classes'}")
+        if len(y) and ds.num_classes is not None and int(y.max()) >= ds.num_classes:
             return f"dataset shard {ref.digest[:12]}… has label {int(y.max())}, the model has {ds.num_classes} classes"
     return None
 

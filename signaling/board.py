@@ -77,6 +77,7 @@ class Entry:
     test_acc: float | None = None
     last_report: float | None = None
     report_tokens: float = REPORT_BURST
+    report_stamp: float | None = None  # when the report bucket was last refilled
     vouches: OrderedDict[str, Vouch] = field(default_factory=OrderedDict)  # voucher peer id -> evidence
 
 
@@ -99,23 +100,24 @@ class Board:
             self.entries.popitem(last=False)
         return entry
 
-    def update(self, info: PeerInfo, report: Report) -> list[str]:
-        """Take a member's report; return the refusal reason of each receipt ('' = admitted)."""
+    def update(self, info: PeerInfo, report: Report) -> bool:
+        """Take a member's report; False if it came too soon after the last (dropped whole)."""
         now = self.clock()
         entry = self.entries.get(info.peer_id)
         if entry is None or entry.public_key != info.public_key:
             entry = self.joined(info)
         if not self._take_report_token(entry, now):
             self.refused[Refusal.REPORT_RATE] += 1
-            return [Refusal.REPORT_RATE] * len(report.receipts)
+            return False
         self.entries.move_to_end(info.peer_id)
         entry.step, entry.test_acc, entry.last_report = report.step, report.test_acc, now
         outcomes = [self._admit(entry, receipt, now) for receipt in report.receipts]
         self.refused.update(o for o in outcomes if o)
-        return outcomes
+        return True
 
     def _take_report_token(self, entry: Entry, now: float) -> bool:
-        elapsed = 0.0 if entry.last_report is None else max(0.0, now - entry.last_report)
+        elapsed = 0.0 if entry.report_stamp is None else max(0.0, now - entry.report_stamp)
+        entry.report_stamp = now
         entry.report_tokens = min(REPORT_BURST, entry.report_tokens + elapsed * REPORT_RATE)
         if entry.report_tokens < 1:
             return False

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from peer.receipts import ReceiptBook, make_receipt
+from peer.receipts import REFRESH_S, ReceiptBook, make_receipt
 from protocols.crypto import receipt_message, verify
 from protocols.signaling import PeerJoined, PeerLeft, Ping, Pong, Receipt, Report
 from test_signaling_server import (  # noqa: F401  (fixtures)
@@ -164,6 +164,8 @@ async def test_reports_are_rate_limited(http: aiohttp.ClientSession, swarm: Publ
     a, b = await join_pair(http, server, sid)
     for frames in range(1, 11):  # ten reports at once: the burst (4) is taken, the rest refused whole
         await a.send(Report(step=frames, receipts=[receipt(a, sid, b.peer_id, frames)]))
+    for _ in range(6):  # each refusal is answered: the sender knows to send those receipts again
+        await a.expect_error("rate_limited")
     await handled(a)
     body = await board(http, server, sid)
     assert rows(body)[b.peer_id]["updates_verified_by_others"] == 4 and rows(body)[a.peer_id]["claimed_steps"] == 4
@@ -182,6 +184,21 @@ def test_a_receipt_book_sends_what_changed_and_all_again_on_request() -> None:
     book.resend_all()
     assert len(book.due(limit=1)) == 1 and len(book.due()) == 1  # the rest follows in the next report
     assert book.due() == []
+
+
+def test_a_receipt_book_sends_unchanged_receipts_again_after_a_minute() -> None:
+    """A report the server dropped (rate limits, a session ending in flight) costs a minute at most."""
+    now = [0.0]
+    counts = {"aa" * 16: 3, "bb" * 16: 1}
+    book = ReceiptBook(Ed25519PrivateKey.generate(), "5eed" * 8, counts, session=SESSION, clock=lambda: now[0])
+    assert len(book.due()) == 2
+    now[0] = 30.0
+    counts["bb" * 16] = 5
+    assert [r.peer_id for r in book.due()] == ["bb" * 16]
+    now[0] = REFRESH_S + 1
+    assert [r.peer_id for r in book.due()] == ["aa" * 16]  # bb was sent 31 s ago
+    now[0] = 30.0 + REFRESH_S
+    assert [r.peer_id for r in book.due()] == ["bb" * 16]
 
 
 @pytest.mark.parametrize("frames", [0, 10**12 + 1])
