@@ -2,7 +2,8 @@
 
     python -m protocols.make_vectors
 
-rewrites ``protocols/vectors/*.json`` and ``protocols/schema/signaling.schema.json``. Every
+rewrites ``protocols/vectors/*.json``, ``protocols/schema/*.schema.json`` and the browser's copy of
+the schemas, ``browser_peer/src/protocol/schemas.js`` (``protocols/contract.py``). Every
 input is in the files (seeds, fields, tensor values), so a JavaScript peer can rebuild each
 frame, chunk, signature and digest and compare hex. Ed25519 (RFC 8032) is deterministic, so
 signatures are reproducible. ``tests/test_vectors.py`` fails when the committed files differ
@@ -45,6 +46,7 @@ from .crypto import (
     sign,
 )
 from .errors import ProtocolError
+from .contract import contract_files
 from .dataset import decode_shard, encode_shard
 from .frame import FrameKind, build_frame
 from .manifest import (
@@ -665,6 +667,7 @@ def expected_files() -> dict[Path, str]:
     """Every generated file and its exact text."""
     files = {VECTORS_DIR / name: render(content) for name, content in build_vectors().items()}
     files[SCHEMA_PATH] = schema_text()
+    files.update(contract_files(render))  # manifest schema, the browser's schema module, contract.json
     return files
 
 

@@ -238,9 +238,48 @@ def _prod(shape: list[int]) -> int:
     return n
 
 
-def parse_manifest(text: str) -> Manifest:
+MAX_JSON_DEPTH = 64  # objects and arrays nested in a manifest, the manifest object itself included
+
+
+def _plain_json(text: str) -> None:
+    """Refuse what pydantic's JSON parser takes but JSON (and JavaScript's ``JSON.parse``) does not.
+
+    ``NaN`` and ``Infinity`` tokens (pydantic reads them into the free-form ``model.topology``),
+    and nesting beyond ``MAX_JSON_DEPTH`` (pydantic stops at a depth of about 200, counted
+    differently for arrays and objects; the browser could not say where): both languages refuse
+    these with ``bad_manifest`` (protocols/vectors/contract.json).
+    """
+
+    def refuse(token: str) -> None:
+        raise ManifestError(f"invalid manifest: {token} is not JSON")
+
     try:
-        return Manifest.model_validate_json(text)
+        value = json.loads(text, parse_constant=refuse)
+    except (json.JSONDecodeError, RecursionError):
+        return  # not JSON at all (or a lone surrogate json accepts): pydantic refuses it with its own message
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > MAX_JSON_DEPTH:
+            raise ManifestError(f"invalid manifest: JSON nested deeper than {MAX_JSON_DEPTH} levels")
+        stack.extend((child, depth + 1) for child in children)
+
+
+def parse_manifest(text: str) -> Manifest:
+    """The manifest in ``text``, checked against the contract (strict JSON: no string is read as a number).
+
+    Raises ManifestError (reason ``bad_manifest``) naming the first field out of bounds. The
+    same contract is ``schema/manifest.schema.json`` plus two rules a JSON Schema cannot say
+    (the weights blob size, and an aggregator for ``central``), which the browser checks in code.
+    """
+    if len(text) > MAX_MANIFEST_BYTES:
+        raise ManifestError(f"manifest of {len(text)} characters exceeds {MAX_MANIFEST_BYTES}")
+    _plain_json(text)
+    try:
+        return Manifest.model_validate_json(text, strict=True)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "manifest"
@@ -248,13 +287,27 @@ def parse_manifest(text: str) -> Manifest:
 
 
 def parse_envelope(data: str | bytes) -> SignedManifest:
+    """The signed envelope ``{"manifest": text, "signature": hex}``; raises ManifestError (``bad_manifest``)."""
     if len(data) > MAX_MANIFEST_BYTES + 1024:
         raise ManifestError("signed manifest exceeds the size limit")
     try:
-        return SignedManifest.model_validate_json(data)
+        return SignedManifest.model_validate_json(data, strict=True)
     except ValidationError as exc:
         first = exc.errors()[0]
         raise ManifestError(f"invalid signed manifest at {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+
+
+def json_schemas() -> dict[str, Any]:
+    """JSON Schema of the manifest and of its signed envelope, for the browser peer and other implementations."""
+    return {
+        "manifest": Manifest.model_json_schema(by_alias=True),
+        "envelope": SignedManifest.model_json_schema(by_alias=True),
+    }
+
+
+def schema_text() -> str:
+    """``schema/manifest.schema.json`` as ``python -m protocols.make_vectors`` writes it."""
+    return json.dumps(json_schemas(), indent=2, sort_keys=True) + "\n"
 
 
 def sign_manifest(key: Ed25519PrivateKey, manifest: Manifest) -> SignedManifest:

@@ -121,7 +121,8 @@ async def test_every_vector_passes_in_the_browser(page: Page) -> None:
         + [f"receipt/{c['name']}/{part}" for c in VECTORS["receipt"]["cases"] for part in ("message", "sign", "report_json")]
         + ["receipt/context", "receipt/book/due", "receipt/book/nothing_new", "receipt/book/resend_all"]
         + ["manifest/signed_message", "manifest/sign", "manifest/verify", "manifest/publisher_fingerprint",
-           "manifest/pin_from_link", "manifest/bad_pin_refused", "identity/indexeddb/persists"]
+           "manifest/pin_from_link", "manifest/bad_pin_refused", "manifest/contract", "identity/indexeddb/persists"]
+        + [f"contract/{c['contract']}/{c['name']}" for c in VECTORS["contract"]["cases"]]
     )
     assert not [n for n in expected if n not in names], "vectors the page did not check"
     assert len(results) > 300

@@ -1,10 +1,10 @@
 // Fetch what a publisher published and verify it before use (mirrors peer/fetch.py).
 import { bytesToHex, hexToBytes, sha256, utf8 } from "./protocol/bytes.js";
 import { manifestMessage, publisherFingerprint, verify } from "./protocol/crypto.js";
+import { ManifestError } from "./protocol/errors.js";
+import { parseEnvelope, parseManifest } from "./protocol/manifest.js";
 
-const MAX_MANIFEST_BYTES = 1024 * 1024;
-
-export class ManifestError extends Error {}
+export { ManifestError };
 
 /**
  * The publisher fingerprint a join link pins in its fragment (`#pk=<32 hex>`, never sent to the
@@ -31,12 +31,10 @@ export async function fetchManifest(server, swarmId, pin = pinnedPublisher) {
   const resp = await fetch(`${server}/api/swarms/${swarmId}`);
   if (resp.status === 404) throw new ManifestError(`this server has no swarm ${swarmId}; check the join link`);
   if (!resp.ok) throw new ManifestError(`server answered ${resp.status} for the swarm manifest`);
-  const envelope = await resp.json();
+  // the same contract as Python's parse_envelope / parse_manifest (JSON Schema + two rules)
+  const envelope = parseEnvelope(await resp.text());
   const text = envelope.manifest;
-  if (typeof text !== "string" || text.length > MAX_MANIFEST_BYTES || typeof envelope.signature !== "string") {
-    throw new ManifestError("the signed manifest is malformed");
-  }
-  const manifest = JSON.parse(text);
+  const manifest = parseManifest(text);
   const bytes = utf8(text);
   const ok = await verify(hexToBytes(manifest.publisher_key), hexToBytes(envelope.signature), await manifestMessage(bytes));
   if (!ok) throw new ManifestError("manifest signature does not verify against its publisher_key; refusing it");

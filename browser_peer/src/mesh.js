@@ -13,7 +13,7 @@ import { bytesToHex, hexToBytes } from "./protocol/bytes.js";
 import {
   LINK_NONCE_SIZE, answerMessage, joinMessage, offerMessage, peerIdOf, sign, verify,
 } from "./protocol/crypto.js";
-import { sdpFingerprints } from "./protocol/signaling.js";
+import { checkClientMessage, parseServerMessage, sdpFingerprints } from "./protocol/signaling.js";
 import { LinkState, PeerLink } from "./link.js";
 import { TokenBucket } from "./ratelimit.js";
 
@@ -183,9 +183,10 @@ export class Mesh {
     if (this._ws !== ws) return; // the tail of a session already ended
     let msg;
     try {
-      msg = JSON.parse(data);
-    } catch {
-      console.debug("ignoring a malformed signaling message"); // as the Python peer does
+      msg = parseServerMessage(data); // the contract's JSON Schema, as peer/mesh.py parses it
+    } catch (err) {
+      // whoever wrote it, the server relayed it; counted by reason (malformed, too_large) as Python does
+      this._reject("server", err.reason ?? "malformed", err.message);
       return;
     }
     // _handle never throws: a rejection here is a bug of ours, which ends the session (and we reconnect)
@@ -217,7 +218,14 @@ export class Mesh {
   _send(body) {
     const ws = this._ws;
     if (!ws || ws.readyState !== WebSocket.OPEN) throw new Error("signaling server is not connected");
-    ws.send(JSON.stringify({ v: V, ...body }));
+    const msg = { v: V, ...body };
+    try {
+      checkClientMessage(msg); // a message the server would refuse is a bug of ours: say so, never send it
+    } catch (err) {
+      console.error(err.message);
+      throw err;
+    }
+    ws.send(JSON.stringify(msg));
   }
 
   /** One message, handled inside its own try: what it does wrong is refused and counted, never fatal. */

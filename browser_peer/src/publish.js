@@ -8,6 +8,7 @@
 // lists the datasets of published swarms, e.g. the built-in MNIST of `swarm publish`).
 import { bytesToHex, sha256, utf8 } from "./protocol/bytes.js";
 import { loadOrCreateIdentity, manifestMessage, sign } from "./protocol/crypto.js";
+import { parseManifest } from "./protocol/manifest.js";
 
 const ACTIVATIONS = ["relu", "tanh", "sigmoid", "elu", "selu", "softplus", "linear"];
 const $ = (id) => document.getElementById(id);
@@ -119,6 +120,7 @@ export async function publish() {
     training, gossip: { degree: numberOr("degree", 4) }, dataset: spec, ice_servers: iceServers(),
   };
   const text = JSON.stringify(manifest);
+  parseManifest(text); // refused here, with the field, rather than by the server after the upload
   const signature = bytesToHex(await sign(identity.privateKey, await manifestMessage(utf8(text))));
   const form = new FormData();
   form.append("manifest", new Blob([JSON.stringify({ manifest: text, signature })], { type: "application/json" }), "manifest.json");

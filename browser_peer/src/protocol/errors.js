@@ -16,3 +16,11 @@ export class ChunkError extends ProtocolError {
     this.name = "ChunkError";
   }
 }
+
+/** A model manifest or envelope outside the contract (mirrors protocols.errors.ManifestError). */
+export class ManifestError extends ProtocolError {
+  constructor(message, reason = "bad_manifest") {
+    super(message, reason);
+    this.name = "ManifestError";
+  }
+}

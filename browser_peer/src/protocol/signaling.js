@@ -1,6 +1,44 @@
-// Signaling helpers of the wire contract (mirrors protocols/signaling.py): the DTLS
-// fingerprints of an SDP, which link authentication signs (docs/PROTOCOL.md, "Link authentication").
+// Signaling messages of the wire contract (mirrors protocols/signaling.py): every message in
+// either direction checked against the generated JSON Schema (schemas.js), with Python's error
+// codes (malformed, too_large; protocols/vectors/contract.json), and the DTLS fingerprints of
+// an SDP, which link authentication signs (docs/PROTOCOL.md, "Link authentication").
 import { ProtocolError } from "./errors.js";
+import { codePointLength, compile, explain, parseJson } from "./jsonschema.js";
+import { SIGNALING_SCHEMA } from "./schemas.js";
+
+export const MAX_SIGNAL_MESSAGE = 128 * 1024; // code points of one message's text
+
+const validClient = compile(SIGNALING_SCHEMA.client_to_server);
+const validServer = compile(SIGNALING_SCHEMA.server_to_client);
+
+function parse(validate, text) {
+  if (typeof text !== "string") throw new ProtocolError("a signaling message is a text message");
+  const length = codePointLength(text);
+  if (length > MAX_SIGNAL_MESSAGE) throw new ProtocolError(`message of ${length} characters exceeds ${MAX_SIGNAL_MESSAGE}`, "too_large");
+  let msg;
+  try {
+    msg = parseJson(text);
+  } catch (err) {
+    throw new ProtocolError(`invalid signaling message: ${err.message}`);
+  }
+  if (!validate(msg)) throw new ProtocolError(`invalid signaling message ${explain(validate)}`);
+  return msg;
+}
+
+/** A message from the server (or relayed by it): the object, or throw ProtocolError "malformed" / "too_large". */
+export function parseServerMessage(text) {
+  return parse(validServer, text);
+}
+
+/** A message a client sends (what the server accepts): the object, or throw ProtocolError. */
+export function parseClientMessage(text) {
+  return parse(validClient, text);
+}
+
+/** Throw ProtocolError unless `msg` (an object about to be sent) is a client message of the contract. */
+export function checkClientMessage(msg) {
+  if (!validClient(msg)) throw new ProtocolError(`outgoing ${msg?.type} message ${explain(validClient)}`);
+}
 
 export const MAX_FINGERPRINTS = 16;
 // every character some SDP parser could take as a line break, besides "\n" and a "\r" before it:
