@@ -368,7 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("demo", help="local demo: server, default model, 3 Python peers, browser link")
     s.add_argument("--port", type=int, default=8765, help="port of the demo's signaling server (default 8765)")
     s.add_argument("--peers", type=int, default=3, help="headless Python peers to start (default 3)")
-    s.add_argument("--target", type=float, default=0.90, help="stop when every peer reaches this test accuracy")
+    s.add_argument("--target", type=float, help="stop when every peer reaches this test accuracy (default: the "
+                                                  "manifest's training.target_accuracy, 0.90 for the embedded default)")  # fmt: skip
     s.add_argument("--timeout", type=float, default=600.0, help="give up after N seconds")
     s.add_argument("--linger", type=float, default=90.0,
                    help="keep the swarm up N seconds after the target, so a browser tab can join (0: stop at once)")
