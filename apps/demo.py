@@ -111,6 +111,8 @@ async def run_demo(args: argparse.Namespace) -> int:
         with console.status("publishing the default MNIST MLP swarm (loading TensorFlow)…"):
             publication = await asyncio.to_thread(default_publication, load_or_create(workdir / "publisher.key"))
             reply = await upload(base, publication)
+        if args.target is None:  # the publisher's target, as signed into the manifest
+            args.target = publication.manifest.training.target_accuracy
         # links on lines of their own, never folded: they are for copying (a terminal wraps them)
         console.print(f"[bold]join link:[/] {reply['join_url']}", soft_wrap=True)
         console.print("(open it in Chromium to add a browser peer, or from another terminal:)")

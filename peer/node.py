@@ -314,9 +314,15 @@ class PeerNode:
 
         mesh.report_source = board_report
 
+        target = tcfg.target_accuracy  # the publisher's, signed into the manifest
+        reached: list[int] = []  # the step at which this peer first evaluated at the target
+
         def report(final: bool = False) -> dict[str, Any]:
             test_loss, acc = trainer.evaluate(cfg.eval_limit)
             last_acc[:] = [acc]
+            if not reached and isinstance(acc, float) and acc >= target:
+                reached.append(trainer.step)
+                log.info("reached the publisher's target accuracy %.2f at step %d (test accuracy %.3f)", target, trainer.step, acc)
             links = mesh.links.values()
             row = metrics.record(
                 step=trainer.step, shard=shard, train_loss=loss, test_loss=test_loss, test_acc=acc,
@@ -325,6 +331,7 @@ class PeerNode:
                 bytes_sent=sum(l.bytes_sent for l in links), bytes_received=sum(l.bytes_received for l in links),
                 signaling=mesh.connected.is_set(), final=final, pulled_from=self.summary.get("pulled_from"),
                 gossip_weight=trainer.gossip_weight, links=mesh.link_report(),
+                target_accuracy=target, target_reached_step=reached[0] if reached else None,
             )  # fmt: skip
             out.write(row)
             if cfg.progress:

@@ -91,6 +91,9 @@ async def test_three_peers_train_together_and_reject_a_rogue(peers: tuple[str, l
         expected = {"bad_digest", "bad_signature", "wrong_swarm", "wrong_model", "wrong_receiver", "non_finite", "bad_shape"}
         assert expected <= set(final["rejected"]), final["rejected"]
         assert final["exchanges"]["merged"] + final["served"] > 0
+        # the publisher's target (signed into the manifest) is what a peer reports reaching
+        hit = [r["step"] for r in p.rows if r["test_acc"] >= final["target_accuracy"]]
+        assert final["target_accuracy"] == 0.90 and final["target_reached_step"] == (hit[0] if hit else None)
         log = p.log.read_text()
         assert "Traceback" not in log, log[-3000:]
 
