@@ -258,7 +258,9 @@ async def _serve_member(request: web.Request, ws: web.WebSocketResponse, member:
         if isinstance(parsed, Ping):
             await _send(ws, Pong())
         elif isinstance(parsed, Report):
-            request.app[REGISTRY].board(swarm_id).update(member.info, parsed)
+            if not request.app[REGISTRY].board(swarm_id).update(member.info, parsed):
+                await _send(ws, _error(ErrorCode.RATE_LIMITED, "reports are limited to one per 2 s (burst 4); this one "
+                                                               "was dropped: send its receipts again"))  # fmt: skip
         elif isinstance(parsed, Join):
             await _send(ws, _error(ErrorCode.ALREADY_JOINED, "this connection has already joined"))
         else:
