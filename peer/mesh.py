@@ -82,7 +82,7 @@ class MeshConfig:
     reconnect_max_delay: float = 10.0
     retry_after: float = 5.0
     client: str = "python"
-    only_peers: set[str] | None = None  # connect only to these peer ids (FedAvg clients -> aggregator)
+    only_peers: set[str] | None = None  # link only with these peer ids, offers both ways (FedAvg clients -> aggregator)
     relay_only: bool = False  # gather TURN relay candidates only (strict NATs, or proving the relay works)
 
 
@@ -465,8 +465,13 @@ class Mesh:
         return link
 
     def _would_link(self, sender: str) -> bool:
-        """Whether an offer from ``sender`` may be answered at all (silence costs us nothing)."""
-        return sender in self.known and self.ready.is_set() and not self.is_banned(sender)
+        """Whether an offer from ``sender`` may be answered at all (silence costs us nothing).
+
+        With ``only_peers`` (a FedAvg client) an offer from anyone else is refused too, not only
+        never made: the client's one link is the aggregator's.
+        """
+        only = self.config.only_peers
+        return sender in self.known and self.ready.is_set() and not self.is_banned(sender) and (only is None or sender in only)
 
     def _offer_allowed(self, sender: str) -> bool:
         bucket = self._offer_buckets.get(sender)

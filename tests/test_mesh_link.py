@@ -75,7 +75,7 @@ async def swarm_url(tmp_path: Path) -> AsyncIterator[tuple[str, str]]:
 
 @pytest.fixture
 async def pair(swarm_url: tuple[str, str]) -> AsyncIterator[tuple[Side, Side]]:
-    """Two joined meshes that make no links on their own (``only_peers`` empty)."""
+    """Two joined meshes that make no links on their own (``degree`` 0) and accept one offer."""
     ws_url, swarm_id = swarm_url
     use_candidate_addresses(["127.0.0.1"])
     sides: list[Side] = []
@@ -86,7 +86,7 @@ async def pair(swarm_url: tuple[str, str]) -> AsyncIterator[tuple[Side, Side]]:
             async def on_frame(link: PeerLink, data: bytes, frames: asyncio.Queue[tuple[PeerLink, bytes]] = frames) -> None:
                 frames.put_nowait((link, data))
 
-            config = MeshConfig(degree=1, max_degree=1, only_peers=set(), maintain_interval=0.1)
+            config = MeshConfig(degree=0, max_degree=1, maintain_interval=0.1)
             mesh = Mesh(Ed25519PrivateKey.generate(), ws_url, swarm_id, config, max_frame_size=MAX_FRAME, on_frame=on_frame)
             sides.append(Side(mesh, frames))
             await asyncio.wait_for(mesh.start(), TIMEOUT)
@@ -155,3 +155,16 @@ async def test_closing_one_side_closes_the_link_on_the_other(pair: tuple[Side, S
     await eventually(lambda: a.mesh.peer_id not in b.mesh.links, 5.0, "the mesh dropped the closed link")
     with pytest.raises(ConnectionError):
         await ba.send(lambda: b"too late")
+
+
+async def test_a_mesh_with_only_peers_refuses_offers_from_anyone_else(pair: tuple[Side, Side]) -> None:
+    """A FedAvg client links only with its aggregator: an offer from another member is refused, counted."""
+    a, b = pair
+    b.mesh.config.only_peers = {"0" * 32}  # someone else: the aggregator
+    await eventually(lambda: b.mesh.peer_id in a.mesh.known and a.mesh.peer_id in b.mesh.known, TIMEOUT, "both meshes know each other")
+    await a.mesh.connect_to(a.mesh.known[b.mesh.peer_id])
+    await eventually(lambda: b.mesh.stats.signal_rejects.get("not_linking", 0) >= 1, TIMEOUT, "b refused a's offer")
+    assert a.mesh.peer_id not in b.mesh.links
+    b.mesh.config.only_peers = {a.mesh.peer_id}  # now a is the one peer b links with
+    ab, ba = await open_link(a, b)
+    assert ba.peer_id == a.mesh.peer_id
