@@ -82,16 +82,18 @@ def cmd_turn_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ice_server_list(specs: list[str] | None) -> list:
-    from protocols.signaling import IceServer
+def _ice_specs(specs: list[str] | None) -> list:
+    """The ``--ice-server`` values as IceServers (``protocols.signaling.ice_server_from_spec``)."""
+    from protocols.signaling import ice_server_from_spec
 
-    servers = []
-    for spec in specs or []:
-        url, *cred = spec.split(",")
-        if len(cred) not in (0, 2):
-            raise ValueError(f"--ice-server {spec!r}: use URL or URL,USERNAME,CREDENTIAL")
-        servers.append(IceServer(urls=[url], username=cred[0] if cred else None,
-                                 credential=cred[1] if cred else None))  # fmt: skip
+    try:
+        return [ice_server_from_spec(spec) for spec in specs or []]
+    except ValueError as exc:
+        raise ValueError(f"--ice-server {exc}") from None
+
+
+def _ice_server_list(specs: list[str] | None) -> list:
+    servers = _ice_specs(specs)
     from protocols.manifest import static_turn_password
 
     refused = static_turn_password(servers)
@@ -169,18 +171,9 @@ def cmd_join(args: argparse.Namespace) -> int:
     from peer.config import PeerConfig, parse_join_link
     from peer.fetch import PUBLISHER_PIN
     from peer.node import PeerNode
-    from protocols.signaling import IceServer
 
     server, swarm_id, pin = parse_join_link(args.url)  # a pinned link refuses another publisher's manifest
-    ice_servers = None
-    if args.ice_server:
-        ice_servers = []
-        for spec in args.ice_server:
-            url, *cred = spec.split(",")
-            if len(cred) not in (0, 2):
-                raise ValueError(f"--ice-server {spec!r}: use URL or URL,USERNAME,CREDENTIAL")
-            ice_servers.append(IceServer(urls=[url], username=cred[0] if cred else None,
-                                         credential=cred[1] if cred else None))  # fmt: skip
+    ice_servers = _ice_specs(args.ice_server) if args.ice_server else None
     config = PeerConfig(
         server=server, swarm_id=swarm_id, identity=args.identity, ice_addresses=args.ice_address or None,
         ice_servers=ice_servers, ice_relay_only=args.ice_relay_only, degree=args.degree, data=args.data, metrics_out=args.metrics_out, checkpoint_dir=args.checkpoint_dir,
@@ -301,9 +294,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--optimizer", choices=["adam", "sgd", "rmsprop"], help="optimizer of every peer (default adam)")
     g.add_argument("--learning-rate", type=float, help="optimizer learning rate (default 0.001)")
     g.add_argument("--batch-size", type=int, help="examples per local step (default 32)")
-    g.add_argument("--loss", choices=["sparse_categorical_crossentropy"], help="training loss (default and only "
-                                                                              "choice: sparse_categorical_crossentropy)")  # fmt: skip
-    g.add_argument("--metrics", help="comma-separated; only accuracy for now")
+    g.add_argument("--loss", choices=["sparse_categorical_crossentropy", "categorical_crossentropy", "binary_crossentropy",
+                                      "mean_squared_error", "mean_absolute_error"],
+                   help="the task (default: what the model's output implies: softmax -> sparse_categorical_crossentropy, "
+                        "sigmoid -> binary_crossentropy, else mean_squared_error; a no-code MLP: regression when the "
+                        "targets are fractional)")  # fmt: skip
+    g.add_argument("--metrics", help="comma-separated: accuracy (classification), mae, mse (default: the task's, "
+                                     "accuracy or mae)")  # fmt: skip
     g.add_argument("--local-steps", type=int, help="local steps between gossip exchanges (default 50)")
     g.add_argument("--target-accuracy", type=float, help="test accuracy the swarm aims for (default 0.90)")
     g.add_argument("--eval-every", type=int, help="local steps between test evaluations")

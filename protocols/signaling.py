@@ -46,6 +46,24 @@ class IceServer(BaseModel):
     credential: str | None = Field(default=None, max_length=256)
 
 
+ICE_URL_SCHEMES = ("stun:", "stuns:", "turn:", "turns:")
+
+
+def ice_server_from_spec(spec: str) -> IceServer:
+    """``URL`` or ``URL,USERNAME,CREDENTIAL`` (the ``--ice-server`` form) as an ``IceServer``.
+
+    ValueError, naming the spec and the accepted forms, for anything else: a URL without a
+    ``stun:``/``stuns:``/``turn:``/``turns:`` scheme (RFC 7064/7065), one credential field
+    without the other, or a TURN URL without credentials.
+    """
+    url, *cred = (part.strip() for part in spec.split(","))
+    if len(cred) not in (0, 2) or not url.lower().startswith(ICE_URL_SCHEMES):
+        raise ValueError(f"{spec!r}: use stun:HOST[:PORT], or turn:HOST[:PORT]?transport=udp,USERNAME,CREDENTIAL")
+    if url.lower().startswith(("turn:", "turns:")) and not cred:
+        raise ValueError(f"{spec!r}: a TURN server needs USERNAME,CREDENTIAL after the URL")
+    return IceServer(urls=[url], username=cred[0] if cred else None, credential=cred[1] if cred else None)
+
+
 # ---- server -> client -------------------------------------------------------------------
 
 

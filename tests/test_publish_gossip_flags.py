@@ -21,3 +21,18 @@ def test_exchange_timeout_is_a_publish_option() -> None:
 def test_a_bad_exchange_timeout_names_its_flag() -> None:
     with pytest.raises(ValueError, match="^--exchange-timeout: "):
         _configs(_args("--exchange-timeout", "0"))
+
+
+def test_one_ice_server_parser_for_publish_and_join() -> None:
+    from protocols.signaling import IceServer, ice_server_from_spec
+
+    assert ice_server_from_spec("stun:stun.example.net:3478") == IceServer(urls=["stun:stun.example.net:3478"])
+    turn = ice_server_from_spec("turn:198.51.100.7:3478?transport=udp, alice, s3cret")
+    assert (turn.urls, turn.username, turn.credential) == (["turn:198.51.100.7:3478?transport=udp"], "alice", "s3cret")
+    for bad in ("198.51.100.7:3478", "stun:x,only-user", "turn:198.51.100.7"):
+        with pytest.raises(ValueError, match="^'"):
+            ice_server_from_spec(bad)
+    from apps.cli import _ice_specs
+
+    with pytest.raises(ValueError, match="^--ice-server 'http://x'"):  # the CLI names its flag
+        _ice_specs(["http://x"])
