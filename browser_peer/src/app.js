@@ -165,6 +165,25 @@ async function showPythonOnly() {
   return true;
 }
 
+/**
+ * The neighbor options of `swarm join` as join-link query parameters (docs/NETWORK.md):
+ * ?degree=N (target number of neighbors, default the swarm's) and ?ice-relay-only (TURN relay
+ * candidates only; `?ice-relay-only=0` or `=false` turns it off). A bad value is refused, not guessed.
+ */
+export function meshOptions(query) {
+  const options = { degree: null, relayOnly: false };
+  if (query.has("degree")) {
+    const text = query.get("degree");
+    const degree = Number(text);
+    if (!/^[0-9]+$/.test(text) || degree < 1 || degree > 64) {
+      throw new Error(`?degree=${text} is not a number of neighbors from 1 to 64 (leave it out for the swarm's default)`);
+    }
+    options.degree = degree;
+  }
+  if (query.has("ice-relay-only")) options.relayOnly = !["0", "false"].includes(query.get("ice-relay-only"));
+  return options;
+}
+
 async function main() {
   if (!swarmId) {
     $("status").textContent = "no swarm id in the link: open /s/<swarm id>";
@@ -181,8 +200,15 @@ async function main() {
   }
   pinPublisher(pin);
   const seed = params.has("seed") ? Number(params.get("seed")) : undefined;
+  let options;
+  try {
+    options = meshOptions(params);
+  } catch (err) {
+    $("status").textContent = `error: ${err.message}`;
+    return;
+  }
   const peer = new BrowserPeer({ server: location.origin, swarmId, backend: params.get("backend"), seed,
-                                 ephemeralKey: params.get("key") === "ephemeral" });
+                                 ephemeralKey: params.get("key") === "ephemeral", ...options });
   window.swarmPeer = peer;
   if (pin) peer.log(`the join link pins publisher ${pin}`);
   const charts = { acc: lineChart($("acc-chart"), "test accuracy", "#2fbf71", 1), loss: lineChart($("loss-chart"), "training loss", "#3b82f6") };

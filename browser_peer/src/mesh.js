@@ -29,6 +29,8 @@ const RECONNECT_MIN_DELAY_MS = 500;
 export const defaultMeshConfig = () => ({
   degree: 4, maxDegree: 8, iceServers: null, connectTimeoutMs: 20000, maintainIntervalMs: 1000,
   pingIntervalMs: 30000, reportIntervalMs: 10000, reconnectMaxDelayMs: 10000, retryAfterMs: 5000,
+  onlyPeers: null, // a Set of the only peer ids to link with, both ways (FedAvg clients: the aggregator); null for any
+  relayOnly: false, // gather TURN relay candidates only (iceTransportPolicy "relay"; peer/mesh.py relay_only)
 });
 
 /** Keep a Map to `max` entries by dropping the oldest insertions (a sender flood cannot grow it). */
@@ -351,7 +353,7 @@ export class Mesh {
 
   // ---- connections -------------------------------------------------------------------
   _newLink(info) {
-    const pc = new RTCPeerConnection({ iceServers: this.iceServers });
+    const pc = new RTCPeerConnection({ iceServers: this.iceServers, iceTransportPolicy: this.config.relayOnly ? "relay" : "all" });
     const link = new PeerLink(info, pc, {
       maxFrameSize: this.maxFrameSize,
       onFrame: this.onFrame,
@@ -399,7 +401,12 @@ export class Mesh {
 
   /** Whether an offer from `sender` may be answered at all (silence costs us nothing). */
   _wouldLink(sender) {
-    return this.known.has(sender) && this.ready && !this.isBanned(sender);
+    return this.known.has(sender) && this.ready && !this.isBanned(sender) && this._mayLinkWith(sender);
+  }
+
+  /** Whether `peerId` is one we link with at all (config.onlyPeers; everyone when it is null). */
+  _mayLinkWith(peerId) {
+    return this.config.onlyPeers == null || this.config.onlyPeers.has(peerId);
   }
 
   _offerAllowed(sender) {
@@ -525,7 +532,8 @@ export class Mesh {
     if (!this.connected || !this.ready) return;
     const now = performance.now();
     const candidates = [...this.known.values()].filter(
-      (p) => !this.links.has(p.peer_id) && (this._retryAt.get(p.peer_id) || 0) <= now && !this.isBanned(p.peer_id));
+      (p) => !this.links.has(p.peer_id) && (this._retryAt.get(p.peer_id) || 0) <= now && !this.isBanned(p.peer_id)
+        && this._mayLinkWith(p.peer_id));
     let missing = this.config.degree - this.links.size;
     while (missing > 0 && candidates.length > 0) {
       const [info] = candidates.splice(Math.floor(Math.random() * candidates.length), 1);

@@ -3,10 +3,11 @@
 /* global tf */
 import { ClippedPairAverage, boundedPairAverage } from "./averaging.js";
 import { checkExamples, decodeShard } from "./dataset.js";
+import { adopt, aggregatorPeerId, roleOf } from "./fedavg.js";
 import { GossipEngine, Lock, Outcome, withTimeout } from "./gossip.js";
 import { fetchBlob, fetchManifest } from "./manifest.js";
 import { Mesh } from "./mesh.js";
-import { hexToBytes } from "./protocol/bytes.js";
+import { bytesToHex, hexToBytes } from "./protocol/bytes.js";
 import { CODEC, encodedSize } from "./protocol/codecs.js";
 import { generateIdentity, loadOrCreateIdentity } from "./protocol/crypto.js";
 import { FIXED_HEADER_SIZE } from "./protocol/frame.js";
@@ -81,8 +82,15 @@ export class LastGood {
 }
 
 export class BrowserPeer {
-  constructor({ server, swarmId, backend = null, seed = Math.floor(Math.random() * 2 ** 31), ephemeralKey = false }) {
-    Object.assign(this, { server, swarmId, backendOverride: backend, seed, ephemeralKey });
+  /**
+   * degree: target number of neighbors in a gossip swarm (default the manifest's; Python `--degree`);
+   * relayOnly: TURN relay candidates only (Python `--ice-relay-only`). The join link's ?degree= and
+   * ?ice-relay-only give them (app.js).
+   */
+  constructor({ server, swarmId, backend = null, seed = Math.floor(Math.random() * 2 ** 31), ephemeralKey = false,
+                degree = null, relayOnly = false }) {
+    Object.assign(this, { server, swarmId, backendOverride: backend, seed, ephemeralKey, degree, relayOnly });
+    this.role = null; // "gossip", or in a FedAvg swarm "client" (peer/node.py _role)
     this.status = "starting";
     this.error = null;
     this.running = true;
@@ -140,10 +148,7 @@ export class BrowserPeer {
       current: () => this.trainer.current(),
       assign: (w, n) => this.trainer.assign(w, n),
     };
-    const clip = manifest.gossip.robust === "clip" ? new ClippedPairAverage(manifest.gossip.clip_multiplier) : null;
-    this.clip = clip;
-    this.engine = new GossipEngine(model, clip ? (...a) => clip.average(...a) : boundedPairAverage, this.peerId);
-    this.engine.clip = clip;
+    this.engine = this._engine(manifest, model);
     this.verifier = new FrameVerifier({
       swarmId: hexToBytes(this.swarmId), modelId: hexToBytes(modelId), ownKey: this.identity.publicKey,
       isKnown: (key) => [...this.mesh.links.values()].some((l) => equalBytes(l.remoteKey, key)),
@@ -170,14 +175,45 @@ export class BrowserPeer {
       return { step: this.trainer.step, test_acc: last ? last.testAcc : null, receipts: await receipts.due() };
     };
     this.mesh.acceptLinks();
-    if (manifest.gossip.method === "gossip" && welcome.peers.length > 0) await this._pullFirst();
+    if (this.role === "gossip" && welcome.peers.length > 0) await this._pullFirst();
     this.status = "training";
     this._loop();
   }
 
+  /**
+   * The engine of our role (peer/node.py _engine): a FedAvg client adopts the aggregator's round
+   * average (fedavg.js adopt), a gossip peer averages pairwise, clipped unless the swarm says none.
+   */
+  _engine(manifest, model) {
+    if (this.role === "client") return new GossipEngine(model, adopt);
+    const clip = manifest.gossip.robust === "clip" ? new ClippedPairAverage(manifest.gossip.clip_multiplier) : null;
+    this.clip = clip;
+    const engine = new GossipEngine(model, clip ? (...a) => clip.average(...a) : boundedPairAverage, this.peerId);
+    engine.clip = clip;
+    return engine;
+  }
+
+  /**
+   * Our role and mesh options (peer/node.py _role, _mesh_config): a FedAvg client links with the
+   * aggregator only (degree 1, onlyPeers its peer id); a gossip peer with `degree` neighbors
+   * (the tab's override, else the manifest's). relayOnly applies to either.
+   */
+  async _meshConfig(manifest) {
+    const g = manifest.gossip;
+    this.role = roleOf(manifest, bytesToHex(this.identity.publicKey));
+    if (this.role === "aggregator") {
+      throw new Error("this tab's key is the swarm's FedAvg aggregator, and a tab cannot aggregate: run the aggregator " +
+                      "as a Python peer (swarm join URL --identity KEYFILE with the aggregator's key)");
+    }
+    if (this.role === "client") {
+      return { degree: 1, maxDegree: 1, onlyPeers: new Set([await aggregatorPeerId(manifest)]), relayOnly: this.relayOnly };
+    }
+    return { degree: this.degree ?? g.degree, maxDegree: g.max_degree, relayOnly: this.relayOnly };
+  }
+
   async _join(manifest) {
     const wsUrl = this.server.replace(/^http/, "ws") + "/ws";
-    const config = { degree: manifest.gossip.degree, maxDegree: manifest.gossip.max_degree };
+    const config = await this._meshConfig(manifest);
     const handlers = {
       maxFrameSize: maxFrameSize(manifest),
       onFrame: (link, data) => (this.transport ? this.transport.onFrame(link, data) : undefined),
@@ -190,7 +226,7 @@ export class BrowserPeer {
     this.status = "joining";
     this.mesh = new Mesh(this.identity, wsUrl, this.swarmId, config, handlers);
     try {
-      return await this.mesh.start();
+      return this._joined(await this.mesh.start());
     } catch (err) {
       if (err.code !== "already_joined") throw err;
       // this browser's key is already in the swarm (another tab): join with a key of this tab's own
@@ -198,8 +234,20 @@ export class BrowserPeer {
       this.mesh.close();
       this.identity = await generateIdentity();
       this.mesh = new Mesh(this.identity, wsUrl, this.swarmId, config, handlers);
-      return await this.mesh.start();
+      return this._joined(await this.mesh.start());
     }
+  }
+
+  /** Say what the mesh options mean for this swarm, once joined; returns the welcome. */
+  _joined(welcome) {
+    const turn = (welcome.ice_servers || []).some((s) => [].concat(s.urls).some((u) => /^turns?:/.test(u)));
+    if (this.relayOnly) {
+      this.log(turn ? "relay only: every link goes through the swarm's TURN server"
+                    : "relay only, but the server offers no TURN server: no link can open");
+    }
+    if (this.role === "client") this.log(`FedAvg client of aggregator ${[...this.mesh.config.onlyPeers][0].slice(0, 8)}`);
+    else if (this.degree !== null) this.log(`aiming for ${this.degree} neighbors (the swarm's default is ${this.manifest.gossip.degree})`);
+    return welcome;
   }
 
   /** Start from the most trained neighbor's model, as the Python peer does (peer/node.py). */
@@ -246,7 +294,7 @@ export class BrowserPeer {
 
   async _loop() {
     const t = this.manifest.training;
-    const beside = this.manifest.gossip.method !== "central"; // a FedAvg client would wait for its round's average
+    const beside = this.role === "gossip"; // a FedAvg client waits for its round's average (synchronous FedAvg)
     let sinceExchange = 0;
     let loss = NaN;
     await this._record(loss);
@@ -319,7 +367,8 @@ export class BrowserPeer {
     const links = this.mesh ? [...this.mesh.links.values()] : [];
     const last = this.history.at(-1) || null;
     return {
-      status: this.status, error: this.error, running: this.running, peerId: this.peerId,
+      status: this.status, error: this.error, running: this.running, peerId: this.peerId, role: this.role,
+      relayOnly: this.relayOnly, gossipWeight: this.trainer ? this.trainer.gossipWeight : null,
       backend: this.backend || null, stepMs: this.trainer ? this.trainer.stepMs : null,
       step: this.trainer ? this.trainer.step : 0, shard: this.shard ?? null,
       signaling: this.mesh ? this.mesh.connected : false,
