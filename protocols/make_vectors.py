@@ -272,6 +272,7 @@ def _shard_cases() -> list[tuple[str, np.ndarray, np.ndarray]]:
     return [
         ("uint8_images", x_u8, np.array([0, 1, 9], dtype=np.uint8)),
         ("float32_features", x_f32, np.array([3, 0], dtype=np.uint8)),
+        ("float32_targets", x_u8[:2], _f32([0.5, -1.25, 3.0, 1e-3], [2, 2])),  # version 2: regression targets
     ]
 
 
@@ -285,16 +286,19 @@ def dataset_vectors() -> dict[str, Any]:
             "x_dtype": 0 if x.dtype == np.uint8 else 1,
             "x_shape": list(x.shape),
             "x": [int(v) for v in x.ravel()] if x.dtype == np.uint8 else _values(x),
-            "y": [int(v) for v in y],
+            "y_dtype": 1 if y.dtype.kind == "f" else 0,
+            "y_shape": list(y.shape),
+            "y": _values(y) if y.dtype.kind == "f" else [int(v) for v in y],
             "encoded": blob.hex(),
             "sha256": sha256(blob).hex(),
             "decoded_x": _values(xd),
-            "decoded_y": [int(v) for v in yd],
+            "decoded_y": _values(yd) if yd.dtype.kind == "f" else [int(v) for v in yd],
         })  # fmt: skip
     return {
         "description": (
             "Dataset shard blobs. decoded_x is float32: uint8 features divided by 255 "
-            "(float32(x / 255)), float32 features unchanged."
+            "(float32(x / 255)), float32 features unchanged. Class labels (y_dtype 0) make a version-1 shard, "
+            "float32 targets (y_dtype 1, y_shape [n, width]) a version-2 shard; decoded_y is flat, row-major."
         ),
         "protocol_version": PROTOCOL_VERSION,
         "shards": shards,

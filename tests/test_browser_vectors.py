@@ -123,6 +123,7 @@ async def test_every_vector_passes_in_the_browser(page: Page) -> None:
         + ["manifest/signed_message", "manifest/sign", "manifest/verify", "manifest/publisher_fingerprint",
            "manifest/pin_from_link", "manifest/bad_pin_refused", "manifest/contract", "identity/indexeddb/persists"]
         + [f"contract/{c['contract']}/{c['name']}" for c in VECTORS["contract"]["cases"]]
+        + [f"dataset/{s['name']}/{part}" for s in VECTORS["dataset"]["shards"] for part in ("x", "y", "shape", "targets")]
     )
     assert not [n for n in expected if n not in names], "vectors the page did not check"
     assert len(results) > 300

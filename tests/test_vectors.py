@@ -261,12 +261,13 @@ def test_receipt_signatures_verify_from_their_inputs(case: dict[str, Any]) -> No
 def test_dataset_shard_encodes_and_decodes(shard: dict[str, Any]) -> None:
     dtype = np.uint8 if shard["x_dtype"] == 0 else np.float32
     x = np.asarray(shard["x"], dtype=dtype).reshape(shard["x_shape"])
-    y = np.asarray(shard["y"], dtype=np.uint8)
+    y = np.asarray(shard["y"], dtype=np.float32 if shard["y_dtype"] else np.uint8).reshape(shard["y_shape"])
     blob = bytes.fromhex(shard["encoded"])
     assert encode_shard(x, y) == blob and sha256(blob).hex() == shard["sha256"]
+    assert blob[4] == (2 if shard["y_dtype"] else 1)  # float targets: version 2; class labels: version 1
     xd, yd = decode_shard(blob)
     np.testing.assert_array_equal(xd.ravel(), np.asarray(shard["decoded_x"], dtype=np.float32))
-    assert yd.tolist() == shard["decoded_y"] == shard["y"]
+    assert yd.ravel().tolist() == shard["decoded_y"] == shard["y"]
 
 
 @pytest.mark.parametrize("case", _load("codecs.json")["cases"], ids=lambda c: f"{c['codec_name']}-{c['name']}")

@@ -92,9 +92,12 @@ function setupDrawing(peer) {
     for (let i = 0; i < 784; i++) example[i] = pixels[4 * i] / 255;
     const probs = peer.trainer.predict(example);
     const best = probs.indexOf(Math.max(...probs));
-    $("prediction").textContent = `Prediction: ${best} (${(100 * probs[best]).toFixed(1)}%)`;
+    // the publisher's names of the classes (dataset.class_names), else their indices
+    const names = peer.trainer.classNames || [...probs].map((_, d) => String(d));
+    const esc = (t) => t.replace(/[&<>"]/g, (c) => `&#${c.charCodeAt(0)};`);
+    $("prediction").textContent = `Prediction: ${names[best]} (${(100 * probs[best]).toFixed(1)}%)`;
     $("probs").innerHTML = [...probs].map((p, d) =>
-      `<div class="bar"><b>${d}</b><span class="fill" style="width:${Math.round(150 * p)}px"></span>${(100 * p).toFixed(1)}%</div>`).join("");
+      `<div class="bar"><b>${esc(names[d] ?? String(d))}</b><span class="fill" style="width:${Math.round(150 * p)}px"></span>${(100 * p).toFixed(1)}%</div>`).join("");
   }
 }
 

@@ -5,15 +5,28 @@ import { ProtocolError } from "./protocol/errors.js";
 const MAGIC = [0x47, 0x53, 0x44, 0x53]; // "GSDS"
 const HEAD = 13; // magic 4 | version 1 | x_dtype 1 | reserved 2 | n 4 | ndim 1
 
-/** @returns {{x: Float32Array, y: Uint8Array, n: number, shape: number[]}} */
+/**
+ * Version 1 (class labels) and version 2 (y_dtype 0 = uint8 labels, 1 = float32 targets, y_width
+ * of them per example), as protocols/dataset.py writes them.
+ * @returns {{x: Float32Array, y: Uint8Array|Float32Array, n: number, shape: number[], targets: number, pixels: boolean}}
+ *   targets: float32 targets per example (0: y holds class labels); pixels: the features were uint8 (scaled by 1/255)
+ */
 export function decodeShard(bytes) {
   if (bytes.length < HEAD) throw new ProtocolError("dataset shard shorter than its header");
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const code = bytes[5];
+  const [version, code] = [bytes[4], bytes[5]];
+  let [yCode, width] = [bytes[6], bytes[7]];
   const n = view.getUint32(8);
   const ndim = bytes[12];
-  if (MAGIC.some((b, i) => bytes[i] !== b) || bytes[4] !== 1 || code > 1 || ndim > 4) {
-    throw new ProtocolError("not a version-1 dataset shard");
+  if (MAGIC.some((b, i) => bytes[i] !== b) || (version !== 1 && version !== 2) || code > 1 || ndim > 4) {
+    throw new ProtocolError("not a version-1 or version-2 dataset shard");
+  }
+  if (version === 1) {
+    if (yCode !== 0 || width !== 0) throw new ProtocolError("a version-1 dataset shard has reserved bytes 0");
+    [yCode, width] = [0, 1];
+  }
+  if (yCode > 1 || width < 1 || (yCode === 0 && width !== 1)) {
+    throw new ProtocolError(`dataset shard targets: y_dtype ${yCode} with y_width ${width} is not a valid pair`);
   }
   const offset = HEAD + 4 * ndim;
   if (bytes.length < offset) throw new ProtocolError("dataset shard ends inside its example shape");
@@ -22,8 +35,9 @@ export function decodeShard(bytes) {
   const per = shape.reduce((a, b) => a * b, 1);
   const itemSize = code === 0 ? 1 : 4;
   const xLen = n * per * itemSize;
-  if (bytes.length !== offset + xLen + n) {
-    throw new ProtocolError(`dataset shard is ${bytes.length} bytes, header implies ${offset + xLen + n}`);
+  const yLen = n * width * (yCode === 0 ? 1 : 4);
+  if (bytes.length !== offset + xLen + yLen) {
+    throw new ProtocolError(`dataset shard is ${bytes.length} bytes, header implies ${offset + xLen + yLen}`);
   }
   const x = new Float32Array(n * per);
   if (code === 0) {
@@ -31,8 +45,15 @@ export function decodeShard(bytes) {
   } else {
     for (let i = 0; i < x.length; i++) x[i] = view.getFloat32(offset + 4 * i, true);
   }
-  const y = bytes.slice(offset + xLen, offset + xLen + n);
-  return { x, y, n, shape };
+  let y;
+  if (yCode === 0) {
+    y = bytes.slice(offset + xLen, offset + xLen + n);
+  } else {
+    y = new Float32Array(n * width);
+    for (let i = 0; i < y.length; i++) y[i] = view.getFloat32(offset + xLen + 4 * i, true);
+    if (!y.every(Number.isFinite)) throw new ProtocolError("dataset shard holds non-finite targets");
+  }
+  return { x, y, n, shape, targets: yCode === 1 ? width : 0, pixels: code === 0 };
 }
 
 /**

@@ -89,6 +89,16 @@ function rng(seed) {
   };
 }
 
+const REGRESSION = new Set(["mean_squared_error", "mean_absolute_error"]);
+
+/** Classes of a classification swarm (binary: 2, whatever the output width); null for regression. */
+export function numClassesOf(manifest, outWidth) {
+  const loss = manifest.training.loss || "sparse_categorical_crossentropy";
+  if (REGRESSION.has(loss)) return null;
+  if (manifest.dataset && manifest.dataset.num_classes) return manifest.dataset.num_classes;
+  return loss === "binary_crossentropy" ? 2 : outWidth;
+}
+
 export class Trainer {
   static async create(manifest, initialWeights, train, test, seed = 0) {
     const weightData = initialWeights.buffer.slice(initialWeights.byteOffset, initialWeights.byteOffset + initialWeights.byteLength);
@@ -119,7 +129,11 @@ export class Trainer {
     // the manifest's l2 penalizes kernels (rank >= 2), not biases, as peer/trainer.py does
     this.penalized = this.vars.filter((v) => v.shape.length >= 2);
     this.batchSize = cfg.batch_size;
-    this.numClasses = manifest.dataset ? manifest.dataset.num_classes : model.outputs[0].shape.at(-1);
+    this.loss = cfg.loss || "sparse_categorical_crossentropy";
+    this.regression = REGRESSION.has(this.loss);
+    this.outWidth = model.outputs[0].shape.at(-1);
+    this.numClasses = numClassesOf(manifest, this.outWidth);
+    this.classNames = manifest.dataset && manifest.dataset.class_names ? manifest.dataset.class_names : null;
     this.inputShape = train.shape;
     this.inputSize = train.shape.reduce((a, b) => a * b, 1);
     this.step = 0;
@@ -163,14 +177,33 @@ export class Trainer {
     }
     const b = Math.min(this.batchSize, this._order.length);
     const xs = new Float32Array(b * this.inputSize);
-    const ys = new Int32Array(b);
+    const idx = this._order.subarray(this._cursor, this._cursor + b);
     for (let k = 0; k < b; k++) {
-      const i = this._order[this._cursor + k];
+      const i = idx[k];
       xs.set(this.train.x.subarray(i * this.inputSize, (i + 1) * this.inputSize), k * this.inputSize);
-      ys[k] = this.train.y[i];
     }
     this._cursor += b;
-    return [tf.tensor(xs, [b, ...this.inputShape]), tf.tensor1d(ys, "int32")];
+    return [tf.tensor(xs, [b, ...this.inputShape]), this._targets(this.train, idx)];
+  }
+
+  /**
+   * The targets the loss takes for examples `idx` of `data`, as peer/trainer.py targets_for:
+   * sparse CE int32 labels [b]; categorical CE one-hot [b, classes]; binary CE 0/1 as float32
+   * [b, outputs]; float32 targets (regression, a version-2 shard) [b, width].
+   */
+  _targets(data, idx) {
+    const b = idx.length;
+    if (data.targets) {
+      const w = data.targets;
+      const ys = new Float32Array(b * w);
+      for (let k = 0; k < b; k++) ys.set(data.y.subarray(idx[k] * w, (idx[k] + 1) * w), k * w);
+      return tf.tensor2d(ys, [b, w]);
+    }
+    const labels = new Int32Array(b);
+    for (let k = 0; k < b; k++) labels[k] = data.y[idx[k]];
+    if (this.loss === "sparse_categorical_crossentropy") return tf.tensor1d(labels, "int32");
+    if (this.loss === "categorical_crossentropy") return tf.tidy(() => tf.oneHot(tf.tensor1d(labels, "int32"), this.outWidth).toFloat());
+    return tf.tensor2d(Float32Array.from(labels), [b, 1]); // binary: the probability of class 1
   }
 
   /** Linear warm-up: local step t (0-based) uses lr * min(1, (t + 1) / warmup_steps). */
@@ -203,10 +236,31 @@ export class Trainer {
     return value;
   }
 
-  _loss(ys, probs) {
-    // sparse categorical crossentropy on probabilities, as tf_keras computes it
-    const oneHot = tf.oneHot(ys, this.numClasses);
-    return tf.neg(tf.mean(tf.sum(tf.mul(oneHot, tf.log(tf.clipByValue(probs, 1e-7, 1 - 1e-7))), 1)));
+  /** The manifest's loss, as tf_keras computes it (cross-entropies on probabilities, clipped to 1e-7). */
+  _loss(ys, out) {
+    return tf.tidy(() => {
+      if (this.loss === "mean_squared_error") return tf.mean(tf.square(tf.sub(out, ys)));
+      if (this.loss === "mean_absolute_error") return tf.mean(tf.abs(tf.sub(out, ys)));
+      const p = tf.clipByValue(out, 1e-7, 1 - 1e-7);
+      if (this.loss === "binary_crossentropy") {
+        return tf.neg(tf.mean(tf.add(tf.mul(ys, tf.log(p)), tf.mul(tf.sub(1, ys), tf.log(tf.sub(1, p))))));
+      }
+      const target = ys.dtype === "int32" ? tf.oneHot(ys, this.outWidth) : ys; // sparse labels, or one-hot rows
+      return tf.neg(tf.mean(tf.sum(tf.mul(target, tf.log(p)), 1)));
+    });
+  }
+
+  /** Per-batch sums of the task's metrics: correct predictions, or absolute and squared errors. */
+  _scoreSums(ys, out) {
+    return tf.tidy(() => {
+      if (this.regression) {
+        const err = tf.sub(out, ys);
+        return [tf.sum(tf.abs(err)), tf.sum(tf.square(err))];
+      }
+      if (this.loss === "binary_crossentropy") return [tf.sum(tf.cast(tf.equal(tf.greater(out, 0.5), tf.greater(ys, 0.5)), "float32"))];
+      const truth = ys.rank === 1 ? ys : tf.argMax(ys, 1);
+      return [tf.sum(tf.cast(tf.equal(tf.argMax(out, 1), tf.cast(truth, "int32")), "float32"))];
+    });
   }
 
   /** Run n optimizer steps; return the mean loss. */
@@ -229,24 +283,47 @@ export class Trainer {
     return mean;
   }
 
-  /** Test loss and accuracy on the first `limit` test examples (all when null). */
+  /**
+   * Test loss and the task's metrics on the first `limit` test examples (all when null), as
+   * peer/trainer.py score: `accuracy` is the headline in [0, 1] (for regression R² clipped to
+   * [0, 1], since MAE has no upper bound); `metrics` holds accuracy, or mae, mse and r2.
+   */
   async evaluate(limit = null) {
     const n = limit === null ? this.test.n : Math.min(limit, this.test.n);
-    let correct = 0;
+    const sums = [0, 0];
     let lossSum = 0;
+    const all = Uint32Array.from({ length: n }, (_, i) => i);
     for (let start = 0; start < n; start += 1000) {
       const b = Math.min(1000, n - start);
-      const [acc, loss] = tf.tidy(() => {
+      const tensors = tf.tidy(() => {
         const xs = tf.tensor(this.test.x.subarray(start * this.inputSize, (start + b) * this.inputSize), [b, ...this.inputShape]);
-        const ys = tf.tensor1d(Int32Array.from(this.test.y.subarray(start, start + b)), "int32");
-        const probs = this.model.predict(xs);
-        return [tf.sum(tf.cast(tf.equal(tf.argMax(probs, 1), ys), "float32")), tf.mul(this._loss(ys, probs), b)];
+        const ys = this._targets(this.test, all.subarray(start, start + b));
+        const out = this.model.predict(xs);
+        return [tf.mul(this._loss(ys, out), b), ...this._scoreSums(ys, out)];
       });
-      correct += (await acc.data())[0];
-      lossSum += (await loss.data())[0];
-      tf.dispose([acc, loss]);
+      const values = await Promise.all(tensors.map((t) => t.data()));
+      lossSum += values[0][0];
+      values.slice(1).forEach((v, i) => { sums[i] += v[0]; });
+      tf.dispose(tensors);
     }
-    return { loss: lossSum / Math.max(1, n), accuracy: correct / Math.max(1, n) };
+    const loss = lossSum / Math.max(1, n);
+    if (!this.regression) {
+      const per = this.loss === "binary_crossentropy" ? this.outWidth : 1;
+      const accuracy = sums[0] / Math.max(1, n * per);
+      return { loss, accuracy, metrics: { accuracy } };
+    }
+    const count = Math.max(1, n * (this.test.targets || 1));
+    const ys = this.test.y.subarray(0, count);
+    const width = this.test.targets || 1;
+    let sst = 0;
+    for (let j = 0; j < width; j++) {
+      let mean = 0;
+      for (let i = j; i < count; i += width) mean += ys[i];
+      mean /= count / width;
+      for (let i = j; i < count; i += width) sst += (ys[i] - mean) ** 2;
+    }
+    const r2 = sst > 0 ? 1 - sums[1] / sst : 0;
+    return { loss, accuracy: Math.min(1, Math.max(0, r2)), metrics: { mae: sums[0] / count, mse: sums[1] / count, r2 } };
   }
 
   /** Class probabilities for one example (the "try the model" panel). */

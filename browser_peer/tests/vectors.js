@@ -19,6 +19,7 @@ import {
   FIXED_HEADER_SIZE, FRAME_KIND, buildFrame, decodeFrame, frameTensors, parseHeader,
 } from "../src/protocol/frame.js";
 import { FrameRejected, FrameVerifier } from "../src/verifier.js";
+import { decodeShard } from "../src/dataset.js";
 
 // ---- small helpers --------------------------------------------------------------------
 
@@ -595,6 +596,22 @@ async function checkManifest(r, data) {
   });
 }
 
+// ---- dataset shards (version 1: class labels, version 2: float32 targets) ----------------
+
+async function checkDataset(r, data) {
+  for (const shard of data.shards) {
+    await r.guard(`dataset/${shard.name}/decode`, () => {
+      const got = decodeShard(hexToBytes(shard.encoded));
+      const wantY = shard.y_dtype ? Float32Array.from(shard.decoded_y) : Uint8Array.from(shard.decoded_y);
+      r.eq(`dataset/${shard.name}/x`, f32hex(got.x), f32hex(Float32Array.from(shard.decoded_x)));
+      r.eq(`dataset/${shard.name}/y`, bytesToHex(new Uint8Array(got.y.buffer, got.y.byteOffset, got.y.byteLength)),
+        bytesToHex(new Uint8Array(wantY.buffer)));
+      r.eq(`dataset/${shard.name}/shape`, JSON.stringify([got.n, ...got.shape]), JSON.stringify(shard.x_shape));
+      r.eq(`dataset/${shard.name}/targets`, got.targets, shard.y_dtype ? shard.y_shape[1] : 0);
+    });
+  }
+}
+
 // ---- page API --------------------------------------------------------------------------
 
 window.runVectors = async function runVectors(vectors) {
@@ -609,6 +626,7 @@ window.runVectors = async function runVectors(vectors) {
   await checkLink(r, vectors.link);
   await checkReceipts(r, vectors.receipt);
   await checkManifest(r, vectors.manifest);
+  await checkDataset(r, vectors.dataset);
   // the JSON contract: the browser's schema validation (Ajv) refuses what Python refuses, with its code
   for (const c of checkContract(vectors.contract)) r.check(c.name, c.ok, c.detail);
   return r.list;
