@@ -332,6 +332,7 @@ class PeerNode:
                 signaling=mesh.connected.is_set(), final=final, pulled_from=self.summary.get("pulled_from"),
                 gossip_weight=trainer.gossip_weight, links=mesh.link_report(),
                 target_accuracy=target, target_reached_step=reached[0] if reached else None,
+                metrics={k: float(v) for k, v in trainer.last_metrics.items()},  # the task's: accuracy, or mae/mse/r2
             )  # fmt: skip
             out.write(row)
             if cfg.progress:
