@@ -42,3 +42,52 @@ async def test_a_csv_picked_on_the_page_trains_the_tab_and_bad_files_are_refused
         step = await page.evaluate("() => window.swarmPeer.trainer.step")
         await page.wait_for_function(f"window.swarmPeer.trainer.step > {step + 20}")  # it trains on them
     assert uploads == [], uploads  # the data never left the tab
+
+
+async def test_a_kaggle_style_csv_label_first_0_255_trains_sensibly_and_a_misfit_is_named(server: str, default_publication: Any,
+                                                                                         tmp_path: Path) -> None:  # fmt: skip
+    """The issue's file: `label,pixel0..pixel783`, labels first, pixels 0..255. Read as `swarm join
+    --data` reads it (browser_peer/src/datafile.js): labels from the first column, pixels scaled
+    by 1/255 exactly as the swarm's uint8 shards; it trains the tab to a loss far below the
+    garbage level of unscaled features (about 14) and to real accuracy on the swarm's test set."""
+    from protocols.dataset import decode_shard
+
+    from browser import tab_accuracy
+
+    pub = default_publication
+    m = pub.manifest
+    join_url = (await upload(server, pub))["join_url"]
+    x, y = decode_shard(pub.blobs[m.dataset.train_shards[1].digest])
+    pixels = np.rint(x.reshape(len(x), -1) * 255).astype(np.uint8)[:1500]
+    labels = y[:1500]
+    kaggle = tmp_path / "train.csv"
+    kaggle.write_text("\r\n".join([",".join(["label", *(f"pixel{i}" for i in range(784))]),
+                                   *(",".join(map(str, [int(l), *p])) for l, p in zip(labels, pixels))]) + "\r\n")  # fmt: skip
+    outside, holes = tmp_path / "outside.csv", tmp_path / "holes.csv"
+    outside.write_text("label," + ",".join(f"pixel{i}" for i in range(784)) + "\n" + "\n".join(
+        ",".join(map(str, [lab, *pixels[i]])) for i, lab in enumerate([3, 12, 5])) + "\n")  # fmt: skip
+    holes.write_text("label," + ",".join(f"pixel{i}" for i in range(784)) + "\n" + "\n".join(
+        ",".join([str(lab), *("" if (i, j) == (1, 5) else str(v) for j, v in enumerate(pixels[i]))]) for i, lab in enumerate([3, 1, 5])) + "\n")  # fmt: skip
+    tx, ty = decode_shard(pub.blobs[m.dataset.test.digest])
+    async with chromium() as browser:
+        page = await (await browser.new_context()).new_page()
+        await page.goto(join_url)
+        await page.wait_for_function("window.swarmPeer && window.swarmPeer.status === 'training'", timeout=120_000)
+        for bad, said in ((outside, "labels in [3, 12] are not classes of this model (0..9); first: line 3, column 'label' (column 1): 12"),
+                          (holes, "line 3, column 'pixel5' (column 7) is empty or NA (1 missing values in 1 rows)")):  # fmt: skip
+            await page.set_input_files("#csv", str(bad))
+            await page.wait_for_function(f"({LOG})().includes('cannot use {bad.name}')")
+            assert said in await page.evaluate(LOG), await page.evaluate(LOG)
+        await page.set_input_files("#csv", str(kaggle))
+        await page.wait_for_function(f"({LOG})().includes('training on 1500 examples from train.csv')", timeout=60_000)
+        got = await page.evaluate("""() => { const t = window.swarmPeer.trainer.train;
+            return {y: Array.from(t.y), x: Array.from(new Uint32Array(t.x.buffer, t.x.byteOffset, t.x.length)), step: window.swarmPeer.trainer.step}; }""")  # fmt: skip
+        assert got["y"] == labels.tolist()  # the first column, not "every label 0"
+        assert got["x"] == (pixels.astype(np.float32) / 255).view(np.uint32).ravel().tolist()  # scaled as the shards are
+        assert "scaled by 1/255" in await page.evaluate(LOG)
+        start = got["step"]
+        await page.wait_for_function(f"window.swarmPeer.history.some((r) => r.step >= {start + 300} && Number.isFinite(r.loss))", timeout=180_000)
+        losses = await page.evaluate(f"() => window.swarmPeer.history.filter((r) => r.step >= {start + 300}).map((r) => r.loss)")
+        accuracy = await tab_accuracy(page, m, pub.blobs[m.model.initial_weights.digest], tx, ty)
+    assert losses[-1] < 0.7, losses  # the garbage level the issue saw: about 14
+    assert accuracy > 0.8, accuracy

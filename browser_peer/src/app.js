@@ -3,7 +3,7 @@
 // The mesh's signaling counters and each link's ICE pair are read from peer.mesh itself
 // (stats, links), which is also where tests read them.
 /* global Chart */
-import { parseCsv } from "./dataset.js";
+import { readOwnCsv, swarmOf } from "./datafile.js";
 import { fetchManifest, pinPublisher, publisherPinFromHash } from "./manifest.js";
 import { BrowserPeer } from "./peer.js";
 
@@ -229,7 +229,9 @@ async function main() {
     const file = e.target.files[0];
     if (!file || !peer.trainer) return;
     try {
-      const data = parseCsv(await file.text(), { inputSize: peer.trainer.inputSize, numClasses: peer.trainer.numClasses });
+      // read as `swarm join --data` reads a file (datafile.js): label column, class names, pixel scaling
+      const data = readOwnCsv(new Uint8Array(await file.arrayBuffer()), swarmOf(peer.trainer));
+      for (const notice of data.notices) peer.log(`${file.name}: ${notice}`);
       await peer.trainer.lock.run(() => peer.trainer.setTrainingData(data));
       peer.log(`training on ${data.n} examples from ${file.name} (they never leave this device)`);
     } catch (err) {

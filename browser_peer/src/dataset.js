@@ -57,61 +57,33 @@ export function decodeShard(bytes) {
 }
 
 /**
- * Parse a CSV of numbers with the label in column `labelColumn` (default: last), checked as
- * peer/node.py load_local_data checks a contributor's .npz: the first line may be a header,
- * every other row must hold exactly `inputSize` finite numbers and a class index (empty cells,
- * NaN, Infinity and numbers beyond float32's range are refused, never read as 0 or passed on).
+ * A contributor's own examples, checked before they train the model (own data given to the peer
+ * before it starts; the CSV picker reads files with datafile.js, which checks the same): the
+ * model's input size, every feature finite (one NaN makes the model NaN), and for a classifier
+ * (numClasses) labels that are class indices 0..K-1 (1..K refused with the fix), for regression
+ * (numClasses null) `outWidth` finite float32 targets per example (data.targets). Returns `data`.
  */
-export function parseCsv(text, { inputSize, numClasses, labelColumn = -1 }) {
-  const lines = text.split(/\r?\n/).map((l) => l.trim());
-  const first = lines.findIndex((l) => l !== "");
-  if (first >= 0 && /^[a-zA-Z"]/.test(lines[first]) && !/^(nan|[+-]?inf)/i.test(lines[first])) lines[first] = ""; // a header
-  const rows = lines.map((line, i) => [line, i + 1]).filter(([l]) => l);
-  if (rows.length === 0) throw new Error("the CSV holds no numeric rows");
-  const x = new Float32Array(rows.length * inputSize);
-  const y = new Uint8Array(rows.length);
-  rows.forEach(([line, lineNo], r) => {
-    const texts = line.split(",").map((c) => c.trim());
-    if (texts.length !== inputSize + 1) {
-      throw new Error(`line ${lineNo} has ${texts.length} columns; the model needs ${inputSize} features and a label`);
-    }
-    const empty = texts.findIndex((c) => c === "");
-    if (empty >= 0) throw new Error(`line ${lineNo}: column ${empty + 1} is empty; fill in or drop that row`);
-    const cells = texts.map(Number);
-    const li = labelColumn < 0 ? cells.length + labelColumn : labelColumn;
-    y[r] = checkLabel(cells[li], lineNo, numClasses);
-    const feats = cells.filter((_, i) => i !== li);
-    x.set(feats, r * inputSize);
-    const bad = feats.findIndex((v, i) => !Number.isFinite(x[r * inputSize + i]));
-    if (bad >= 0) {
-      throw new Error(`line ${lineNo}: feature ${bad + 1} is ${texts.filter((_, i) => i !== li)[bad]}, not a finite number; ` +
-        "drop or impute it before training");
-    }
-  });
-  return checkExamples({ x, y, n: rows.length, shape: [inputSize] }, { inputSize, numClasses });
-}
-
-function checkLabel(label, lineNo, numClasses) {
-  if (!Number.isInteger(label) || label < 0 || label > 255) {
-    throw new Error(`line ${lineNo}: label ${label} is not a class in [0, ${numClasses - 1}]`);
-  }
-  return label; // the range against the model's classes: checkExamples (it names 1..K labels)
-}
-
-/**
- * A contributor's own examples, checked before they train the model (the CSV picker and any
- * other own-data path): the model's input size, every feature finite (one NaN makes the model
- * NaN), labels class indices 0..K-1; labels 1..K are refused with the fix. Returns `data`.
- */
-export function checkExamples(data, { inputSize, numClasses }) {
+export function checkExamples(data, { inputSize, numClasses, outWidth = 1 }) {
   const per = data.shape.reduce((a, b) => a * b, 1);
+  const targets = data.targets || 0;
   if (per !== inputSize) throw new Error(`examples of ${per} features do not fit the model's input of ${inputSize}`);
-  if (!(data.n > 0) || data.x.length !== data.n * per || data.y.length !== data.n) throw new Error("no examples, or features and labels of different lengths");
+  if (!(data.n > 0) || data.x.length !== data.n * per || data.y.length !== data.n * Math.max(1, targets)) {
+    throw new Error("no examples, or features and labels of different lengths");
+  }
   for (let i = 0; i < data.x.length; i++) {
     if (!Number.isFinite(data.x[i])) {
       throw new Error(`example ${Math.floor(i / per) + 1}: feature ${(i % per) + 1} is ${data.x[i]}; drop or impute it before training`);
     }
   }
+  if (numClasses === null || numClasses === undefined) {
+    if (targets !== outWidth) {
+      throw new Error(`this swarm trains on ${outWidth} numeric target(s) per example (regression); the data has ${targets ? `${targets} per example` : "class labels"}`);
+    }
+    const bad = data.y.findIndex((v) => !Number.isFinite(v));
+    if (bad >= 0) throw new Error(`example ${Math.floor(bad / targets) + 1}: target ${data.y[bad]}; drop or impute it before training`);
+    return data;
+  }
+  if (targets) throw new Error(`this swarm trains a classifier of ${numClasses} classes; the data has numeric targets, not class labels`);
   let low = Infinity;
   let high = -Infinity;
   for (const v of data.y) { low = Math.min(low, v); high = Math.max(high, v); }
