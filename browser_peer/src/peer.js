@@ -13,7 +13,7 @@ import { generateIdentity, loadOrCreateIdentity } from "./protocol/crypto.js";
 import { FIXED_HEADER_SIZE } from "./protocol/frame.js";
 import { ReceiptBook } from "./receipts.js";
 import { MeshTransport } from "./transport.js";
-import { Trainer, preferredBackend, useBackend } from "./trainer.js";
+import { Trainer, numClassesOf, preferredBackend, useBackend } from "./trainer.js";
 import { FrameVerifier } from "./verifier.js";
 
 const TRAIN_CHUNK = 10; // steps per lock hold: a responder waits at most this long to merge
@@ -132,11 +132,12 @@ export class BrowserPeer {
     this.status = "loading data";
     const ds = manifest.dataset;
     if (!ds && !this.ownData) throw new Error("this swarm publishes no dataset: choose a CSV file of your own");
-    const test = decodeShard(await fetchBlob(this.server, ds.test));
-    if (this.ownData) { // checked as the CSV picker checks (dataset.js checkExamples)
+    const test = ds ? decodeShard(await fetchBlob(this.server, ds.test)) : this.ownData; // no published test set: our own
+    if (this.ownData) { // checked as the CSV picker checks (dataset.js checkExamples); numClasses null: regression
+      const outWidth = manifest.model.weights.at(-1).shape.at(-1);
       checkExamples(this.ownData, {
         inputSize: (ds ? ds.input_shape : this.ownData.shape).reduce((a, b) => a * b, 1),
-        numClasses: ds ? ds.num_classes : manifest.model.weights.at(-1).shape.at(-1),
+        numClasses: numClassesOf(manifest, outWidth), outWidth,
       });
     }
     const train = this.ownData || decodeShard(await fetchBlob(this.server, ds.train_shards[welcome.shard % ds.train_shards.length]));
