@@ -8,9 +8,9 @@ import { GossipEngine, Lock, Outcome, withTimeout } from "./gossip.js";
 import { fetchBlob, fetchManifest } from "./manifest.js";
 import { Mesh } from "./mesh.js";
 import { bytesToHex, hexToBytes } from "./protocol/bytes.js";
-import { CODEC, encodedSize } from "./protocol/codecs.js";
+import { CODEC } from "./protocol/codecs.js";
 import { generateIdentity, loadOrCreateIdentity } from "./protocol/crypto.js";
-import { FIXED_HEADER_SIZE } from "./protocol/frame.js";
+import { frameSize } from "./protocol/frame.js";
 import { ReceiptBook } from "./receipts.js";
 import { MeshTransport } from "./transport.js";
 import { Trainer, numClassesOf, preferredBackend, useBackend } from "./trainer.js";
@@ -31,10 +31,9 @@ function equalBytes(a, b) {
   return a.length === b.length && a.every((v, i) => v === b[i]);
 }
 
+/** Bytes of this model's largest frame: a float32 frame (protocol/frame.js frameSize, as Python's max_frame_size). */
 export function maxFrameSize(manifest) {
-  const shapes = manifest.model.weights.map((w) => w.shape);
-  const layout = shapes.reduce((sum, s) => sum + 1 + 4 * s.length, 0);
-  return FIXED_HEADER_SIZE + layout + 96 + encodedSize(CODEC.FLOAT32, shapes);
+  return frameSize(manifest.model.weights.map((w) => w.shape), CODEC.FLOAT32);
 }
 
 const allFinite = (weights) => weights.every((w) => w.every(Number.isFinite));
