@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import json
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -131,7 +132,8 @@ async def run_task(task: Task, workdir: Path, steps: int, browser: bool = False)
     from apps.procs import spawn_peer, start_server
     from apps.publish import upload
 
-    workdir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(workdir, ignore_errors=True)  # a stale run's rows and checkpoints would end this one at once
+    workdir.mkdir(parents=True)
     pub = publish(task, write_data(task, workdir / f"{task.name}.csv"), steps, shards=3 if browser else 2)
     runner, base = await start_server(workdir / "server")
     started = time.monotonic()
@@ -201,7 +203,7 @@ def machine() -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=600, help="local steps each peer trains")
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/gossip-swarm-tasks"))
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/gossip-swarm-tasks"), help="scratch directory; its task subdirectories are emptied first")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--no-browser", action="store_true", help="Python peers only (no Chromium tab)")
     args = parser.parse_args(argv)
