@@ -59,6 +59,28 @@ class Transport(Protocol):
         ...
 
 
+class Engine(Protocol):
+    """What a transport needs from an exchange engine (``GossipEngine``, ``fedavg.FedAvgAggregator``).
+
+    The transport answers proposals and requests with ``on_propose`` and ``respond``, serves
+    pulls from ``model`` (under ``model.lock``), and reports the counters; nothing else of an
+    engine is read from outside it.
+    """
+
+    model: LocalModel
+    outcomes: dict[Outcome, int]  # exchanges this peer initiated, by how they ended
+    served: int  # requests answered with our model
+    declined_requests: int  # proposals and requests declined
+
+    def on_propose(self, peer: str) -> bool:
+        """Answer a verified proposal from ``peer``: True to accept (and hold for its request)."""
+        ...
+
+    async def respond(self, update: Update, peer: str | None = None) -> Update | None:
+        """Answer a verified request from ``peer``: the reply, or None to decline."""
+        ...
+
+
 class Outcome(Enum):
     MERGED = "merged"
     DECLINED = "declined"

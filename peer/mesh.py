@@ -164,9 +164,11 @@ class Mesh:
         config: MeshConfig,
         *,
         max_frame_size: int,
-        on_frame: FrameHandler,
+        on_frame: FrameHandler | None = None,
         on_chunk_error: Callable[[str], None] | None = None,
     ) -> None:
+        """``on_frame`` and ``on_chunk_error`` are read at call time: an owner whose handler needs the
+        mesh (the transport reads ``links``) sets them after construction, before ``accept_links``."""
         self.key = key
         self.public_key = public_key_bytes(key)
         self.peer_id = peer_id_of(self.public_key)
@@ -423,6 +425,9 @@ class Mesh:
         binding = self._bindings.get(link)
         if binding is None or not binding.dtls_verified:
             self._chunk_error(link, "unverified_link")
+            return
+        if self.on_frame is None:  # links open only after accept_links: an owner that forgot its handler
+            self.stats.chunk_rejects["no_handler"] = self.stats.chunk_rejects.get("no_handler", 0) + 1
             return
         await self.on_frame(link, data)
 

@@ -1,8 +1,8 @@
 """Gossip over the WebRTC mesh: turns proposals and ``Update`` objects into signed frames and back.
 
 Implements ``gossip.Transport`` for the live peer. Every incoming frame goes through the
-``FrameVerifier`` first; proposals and requests are answered by the engine (``on_propose``,
-``respond``); accepts, declines and responses resolve the pending exchange with the same
+``FrameVerifier`` first; proposals and requests are answered by the engine, through the
+interface it declares (``gossip.Engine``: ``on_propose``, ``respond``, ``model``); accepts, declines and responses resolve the pending exchange with the same
 ``exchange_id`` from the same peer. An accepted proposal's ``exchange_id`` is reused by the
 request that follows it (docs/PROTOCOL.md "The gossip exchange").
 
@@ -10,7 +10,7 @@ Reputation: every kind of abuse is a strike against the sending neighbor, and ``
 strikes within ``STRIKE_WINDOW_S`` ban it: rejected frames, weight-carrying replies nobody
 asked for, and what a link refuses before there is a frame at all (junk chunks, text messages,
 oversized messages: ``PeerLink.refusals``, collected by ``collect_abuse`` whenever a link
-reports a chunk error). A model far from ours is *not* a strike: honest neighbors drift far
+reports a chunk error: ``on_chunk_error``). A model far from ours is *not* a strike: honest neighbors drift far
 apart (early training from one initialization, a partition, a skewed shard), and the clipped
 average already bounds what a poisoned model can do (``averaging.ClippedPairAverage``).
 """
@@ -33,8 +33,7 @@ from protocols.codecs import CodecId
 from protocols.frame import FrameKind, build_frame
 
 from .error_feedback import ErrorFeedback
-from .fedavg import FedAvgAggregator
-from .gossip import GossipEngine, Update, exchange_deadline
+from .gossip import Engine, Update, exchange_deadline
 from .link import PeerLink
 from .metrics import PeerMetrics
 from .ratelimit import TokenBucket
@@ -63,7 +62,7 @@ class MeshTransport:
         swarm_id: bytes,
         model_id: bytes,
         verifier: FrameVerifier,
-        engine: GossipEngine | FedAvgAggregator,
+        engine: Engine,
         metrics: PeerMetrics,
         links: Callable[[], dict[str, PeerLink]],
         codec: CodecId = CodecId.FLOAT32,
@@ -221,8 +220,14 @@ class MeshTransport:
                 for _ in range(new):
                     self.strike(link.peer_id, link.last_refusal or "bad_chunk")
 
+    def on_chunk_error(self, reason: str) -> None:
+        """The mesh's chunk-error handler: count the refusal and strike whoever sent it."""
+        self.metrics.rejected[reason] += 1
+        self.collect_abuse()
+
     # ---- incoming -----------------------------------------------------------------------
     async def on_frame(self, link: PeerLink, data: bytes) -> None:
+        """The mesh's frame handler: rate-limit, verify, then answer or resolve the pending exchange."""
         bucket = self._buckets.get(link.peer_id)
         if bucket is None:
             bucket = self._buckets[link.peer_id] = TokenBucket(FRAME_RATE, FRAME_BURST)
@@ -251,8 +256,7 @@ class MeshTransport:
             except (ConnectionError, TimeoutError) as exc:
                 log.debug("could not answer %s: %s", link.peer_id[:8], exc)
         elif h.kind == FrameKind.EXCHANGE_PROPOSE:
-            accept = getattr(self.engine, "on_propose", None)
-            kind = FrameKind.EXCHANGE_ACCEPT if accept is not None and accept(link.peer_id) else FrameKind.EXCHANGE_DECLINE
+            kind = FrameKind.EXCHANGE_ACCEPT if self.engine.on_propose(link.peer_id) else FrameKind.EXCHANGE_DECLINE
             try:
                 await self.send(link, kind, h.exchange_id, None)
             except (ConnectionError, TimeoutError) as exc:
@@ -280,27 +284,6 @@ class MeshTransport:
                 await self.send(link, FrameKind.PULL_RESPONSE, h.exchange_id, mine)
             except (ConnectionError, TimeoutError) as exc:
                 log.debug("could not answer a pull of %s: %s", link.peer_id[:8], exc)
-
-
-class FrameSink:
-    """The mesh's frame and chunk-error handlers, made before the transport they feed.
-
-    Links open only after the transport exists (``Mesh.accept_links``); until then frames are
-    dropped, and a chunk error is only counted.
-    """
-
-    def __init__(self, metrics: PeerMetrics) -> None:
-        self.metrics = metrics
-        self.transport: MeshTransport | None = None
-
-    async def __call__(self, link: PeerLink, data: bytes) -> None:
-        if self.transport is not None:
-            await self.transport.on_frame(link, data)
-
-    def chunk_error(self, reason: str) -> None:
-        self.metrics.rejected[reason] += 1
-        if self.transport is not None:
-            self.transport.collect_abuse()
 
 
 def _distance(a: list[np.ndarray], b: list[np.ndarray]) -> float:

@@ -5,7 +5,7 @@ use it with ``peer.fedavg.adopt`` and the aggregator is a ``peer.fedavg.FedAvgAg
 round closes when every online client sent or after ``round_timeout``), all driven through an
 in-memory transport on ``research.clock.VirtualClockLoop``: exchanges are asynchronous, their
 timing comes from ``research.timing`` (links are FIFO queues, compute holds the model's lock as
-the live training loop does), and the peer loop mirrors ``peer.node.PeerNode._train_loop``
+the live training loop does), and the peer loop mirrors ``peer.schedule.Schedule``
 (chunks of ``TRAIN_CHUNK`` steps under the lock, an exchange with a random online neighbor after
 ``local_steps``, a random back-off after anything but a merge).
 
@@ -31,14 +31,13 @@ import numpy as np
 from peer.averaging import ClippedPairAverage, bounded_pair_average
 from peer.fedavg import FedAvgAggregator, adopt
 from peer.gossip import GossipEngine, Outcome, Update
-from peer.node import TRAIN_CHUNK
+from peer.schedule import BACKOFF_S, IDLE_SLEEP_S, TRAIN_CHUNK
 from peer.skew import choose_partners
 
 from .timing import TimeModel
 
 PLACEHOLDER = [np.zeros(1, np.float32)]  # stands in for tensors where a live function needs arrays
-DONE_GOSSIP_SLEEP_S = 0.2  # peer.node: a peer done training sleeps this long between exchanges
-BACKOFF_S = 0.05  # peer.node: random back-off after a decline, timeout or failure
+DONE_GOSSIP_SLEEP_S = IDLE_SLEEP_S  # a peer done training sleeps this long between exchanges, as live peers do
 
 
 @dataclass(frozen=True)
@@ -121,7 +120,7 @@ class RecordedRule:
 
 
 def make_rule(robust: str, clip_multiplier: float) -> Callable[..., Any]:
-    """The live peers' averaging rule for the manifest's ``robust`` (``peer.node.PeerNode._engine``)."""
+    """The live peers' averaging rule for the manifest's ``robust`` (``peer.roles.Gossip`` and ``ClippedGossip``)."""
     return ClippedPairAverage(clip_multiplier) if robust == "clip" else bounded_pair_average
 
 
@@ -269,7 +268,7 @@ class SimSwarm:
             self.online[p] = on
             (self._online_events[p].set if on else self._online_events[p].clear)()
 
-    # ---- one peer: peer.node.PeerNode._train_loop ------------------------------------------
+    # ---- one peer: peer.schedule.Schedule -------------------------------------------------
     async def _peer(self, p: int) -> None:
         spec, model = self.spec, self.models[p]
         rng = random.Random(spec.seed * 1_000_003 + p)

@@ -2,8 +2,8 @@
 
 Two in-process meshes over a real signaling server and real aiortc (fixtures of
 test_mesh_link); the receiving side runs the peer's real ``MeshTransport`` and ``FrameVerifier``
-wired as ``peer.node`` wires them (``FrameSink``). The sender abuses its link below the frame
-level: 20,000 junk chunks, a dozen text messages, a frame above the receiver's limit, a 16 MiB
+wired as ``peer.node`` wires them (the transport's ``on_frame`` and ``on_chunk_error`` are the
+mesh's handlers). The sender abuses its link below the frame level: 20,000 junk chunks, a dozen text messages, a frame above the receiver's limit, a 16 MiB
 data-channel message, a transfer that stops half way, and signed replies nobody asked for. Each
 is refused and counted; junk, text and unsolicited weights get the sender banned after
 ``STRIKES_TO_BAN`` strikes; one oversized frame is one strike, not one per chunk; the 16 MiB
@@ -21,7 +21,7 @@ import pytest
 from peer.gossip import GossipEngine, Update
 from peer.link import STALL_TIMEOUT_S, LinkState, PeerLink, sctp_inbound
 from peer.metrics import PeerMetrics
-from peer.transport import STRIKES_TO_BAN, FrameSink, MeshTransport
+from peer.transport import STRIKES_TO_BAN, MeshTransport
 from peer.verifier import FrameVerifier
 from protocols.chunking import MAX_MESSAGE_SIZE, split_frame
 from protocols.frame import FrameKind, build_frame
@@ -42,10 +42,8 @@ def guard(side: Side, link: PeerLink) -> MeshTransport:
     transport = MeshTransport(mesh.key, swarm_id=bytes.fromhex(mesh.swarm_id), model_id=MODEL_ID, verifier=verifier,
                               engine=GossipEngine(None), metrics=metrics, links=lambda: mesh.links)  # type: ignore[arg-type]  # fmt: skip
     transport.on_misbehaving = lambda peer, why: mesh.ban(peer)
-    sink = FrameSink(metrics)
-    sink.transport = transport
-    mesh.on_frame, mesh.on_chunk_error = sink, sink.chunk_error
-    link._on_frame = sink
+    mesh.on_frame, mesh.on_chunk_error = transport.on_frame, transport.on_chunk_error
+    link._on_frame = transport.on_frame
     return transport
 
 
