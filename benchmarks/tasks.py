@@ -63,7 +63,7 @@ def write_data(task: Task, path: Path, seed: int = 0) -> Path:
     return path
 
 
-def publish(task: Task, data: Path, steps: int, shards: int = 2) -> Any:
+def publish(task: Task, data: Path, steps: int, shards: int = 2, degree: int = 1) -> Any:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from apps.publish import DataOptions, build_publication, parse_hidden
@@ -74,7 +74,7 @@ def publish(task: Task, data: Path, steps: int, shards: int = 2) -> Any:
         knobs["loss"] = task.loss
     return build_publication(Ed25519PrivateKey.generate(), hidden=parse_hidden(task.hidden), name=f"task-{task.name}",
                              data=DataOptions(str(data), label_column=task.label_column, shards=shards), seed=1,
-                             training=TrainingConfig(**knobs), gossip=GossipConfig(degree=1))  # fmt: skip
+                             training=TrainingConfig(**knobs), gossip=GossipConfig(degree=degree))  # fmt: skip
 
 
 def checkpoint_scores(pub: Any, checkpoint: Path) -> dict[str, float]:
@@ -124,6 +124,9 @@ async def open_tab(stack: AsyncExitStack, join_url: str) -> Any:
 
 TAB_STATE = "() => ({step: window.swarmPeer.trainer.step, status: window.swarmPeer.status, error: window.swarmPeer.error || null})"
 TAB_WEIGHTS = "() => window.swarmPeer.trainer.getWeights().map((w) => Array.from(w))"
+# the tab has no --max-steps: pause it (it still answers exchanges) once it has trained `steps`
+PAUSE_AT = """(steps) => { const p = window.swarmPeer; const t = setInterval(() => {
+    if (p.trainer.step >= steps) { p.pause(); clearInterval(t); } }, 2); }"""
 
 
 async def run_task(task: Task, workdir: Path, steps: int, browser: bool = False) -> dict[str, Any]:
@@ -134,7 +137,7 @@ async def run_task(task: Task, workdir: Path, steps: int, browser: bool = False)
 
     shutil.rmtree(workdir, ignore_errors=True)  # a stale run's rows and checkpoints would end this one at once
     workdir.mkdir(parents=True)
-    pub = publish(task, write_data(task, workdir / f"{task.name}.csv"), steps, shards=3 if browser else 2)
+    pub = publish(task, write_data(task, workdir / f"{task.name}.csv"), steps, shards=3 if browser else 2, degree=2 if browser else 1)
     runner, base = await start_server(workdir / "server")
     started = time.monotonic()
     tab: dict[str, Any] | None = None
@@ -145,6 +148,8 @@ async def run_task(task: Task, workdir: Path, steps: int, browser: bool = False)
         try:
             async with AsyncExitStack() as stack:
                 page = await open_tab(stack, reply["join_url"]) if browser else None
+                if page is not None:
+                    await page.evaluate(PAUSE_AT, steps)
                 deadline = time.monotonic() + 120 + steps * 0.5
                 while True:
                     state = await page.evaluate(TAB_STATE) if page is not None else None
@@ -210,9 +215,10 @@ def main(argv: list[str] | None = None) -> None:
     from apps.quiet import import_tensorflow
 
     import_tensorflow()
+    ran = machine()  # the commit that runs, before anyone commits on top
     results = [asyncio.run(run_task(t, args.workdir / t.name, args.steps, browser=not args.no_browser)) for t in (BINARY, REGRESSION)]
     report = {"command": " ".join([".venv/bin/python -m benchmarks.tasks", *(argv if argv is not None else sys.argv[1:])]),
-              "machine": machine(), "results": results}  # fmt: skip
+              "machine": ran, "results": results}  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     for r in results:
