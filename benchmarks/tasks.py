@@ -147,6 +147,10 @@ async def run_task(task: Task, workdir: Path, steps: int, browser: bool = False)
                  for i in range(2)]  # fmt: skip
         try:
             async with AsyncExitStack() as stack:
+                while browser and not all(p.latest is not None for p in peers):  # the tab joins once they train:
+                    for p in peers:  # TensorFlow's start-up would otherwise leave it training alone
+                        assert p.proc.poll() is None, p.log.read_text()[-3000:]
+                    await asyncio.sleep(0.5)
                 page = await open_tab(stack, reply["join_url"]) if browser else None
                 if page is not None:
                     await page.evaluate(PAUSE_AT, steps)
