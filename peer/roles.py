@@ -96,7 +96,8 @@ class FedAvgClient:
     def mesh_config(self, peer: PeerConfig) -> MeshConfig:
         assert self.gossip.aggregator is not None  # GossipConfig refuses "central" without one
         only = {peer_id_of(bytes.fromhex(self.gossip.aggregator))}
-        return MeshConfig(degree=1, max_degree=1, ice_servers=peer.ice_servers, only_peers=only)
+        return MeshConfig(degree=1, max_degree=1, ice_servers=peer.ice_servers, only_peers=only,
+                          relay_only=peer.ice_relay_only)  # fmt: skip
 
     def engine(self, model: LocalModel, mesh: Mesh) -> Engine:
         return GossipEngine(model, average=adopt)
@@ -114,7 +115,8 @@ class Aggregator:
     pulls_first: ClassVar[bool] = False
 
     def mesh_config(self, peer: PeerConfig) -> MeshConfig:
-        return MeshConfig(degree=0, max_degree=AGGREGATOR_MAX_DEGREE, ice_servers=peer.ice_servers)
+        return MeshConfig(degree=0, max_degree=AGGREGATOR_MAX_DEGREE, ice_servers=peer.ice_servers,
+                          relay_only=peer.ice_relay_only)  # fmt: skip
 
     def engine(self, model: LocalModel, mesh: Mesh) -> Engine:
         return FedAvgAggregator(model, expected=lambda: len(mesh.open_links()),
