@@ -8,8 +8,9 @@ One run on one machine, everything on 127.0.0.1 with the default swarm (MLP 784-
     default; webgl; cpu) in headless Chromium,
     both in chunks of 10 steps as the peers train, after a warm-up;
 (b) raw data-channel rate browser -> Python and Python -> browser: frames of one float32
-    update (407 kB) sent with each side's ``PeerLink`` (256 KiB chunks, backpressure), timed at
-    the receiver from the first to the last reassembled frame;
+    update (407 kB) sent with each side's ``PeerLink`` (256 KiB chunks, backpressure), after an
+    untimed warm-up each way, timed at the receiver from the first to the last reassembled
+    frame, the Python side on uvloop as the peers run;
 (c) the same chunk messages over a WebSocket between the page and an aiohttp server in this
     process, timed the same way: the baseline the data channel is compared with.
 
@@ -167,11 +168,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await page.evaluate("([s, m]) => benchLink(s, m)", [swarm_id, FRAME + 1024])
             link = mesh.open_links()[0]
             rates: dict[str, float] = {}
+            # warm-up both ways, untimed: SCTP's congestion window and the JIT start cold
+            receiver.reset(args.warmup)
+            await page.evaluate("([n, size]) => benchSendChannel(n, size)", [args.warmup, FRAME])
+            await asyncio.wait_for(receiver.done.wait(), 300)
+            data = bytes(FRAME)
+            for _ in range(args.warmup):
+                await link.send(lambda: data)
+            await page.wait_for_function(f"window.received.frames >= {args.warmup}", timeout=300_000)
+            await page.evaluate("() => window.resetReceived()")
             receiver.reset(args.frames)
             await page.evaluate("([n, size]) => benchSendChannel(n, size)", [args.frames, FRAME])
             await asyncio.wait_for(receiver.done.wait(), 300)
             rates["channel_browser_to_python"] = receiver.rate(FRAME)
-            data = bytes(FRAME)
             for _ in range(args.frames):
                 await link.send(lambda: data)
             await page.wait_for_function(f"window.received.frames >= {args.frames}", timeout=300_000)
@@ -213,11 +222,14 @@ def table(r: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=200, help="timed training steps per backend")
-    p.add_argument("--frames", type=int, default=20, help="frames per transfer measurement")
+    p.add_argument("--frames", type=int, default=60, help="frames per transfer measurement (60: 24 MB)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed frames each way before measuring")
     p.add_argument("--workdir", default="runs/bench-browser")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
-    result = asyncio.run(run(args))
+    import uvloop  # the peers' event loop (apps/cli.py): aiortc's SCTP is CPU-bound in Python
+
+    result = uvloop.run(run(args))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(table(result))

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 from aiohttp import ClientSession, WSMsgType, web
-from aiortc import RTCPeerConnection
+from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.rtcsctptransport import DataChunk, RTCSctpTransport
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -121,7 +121,8 @@ async def link_pair(
     variant: Variant = DEFAULT,
 ) -> LinkPair:
     """Two PeerLinks joined directly (SDP handed over in-process, every candidate in the SDP)."""
-    pc_a, pc_b = RTCPeerConnection(), RTCPeerConnection()
+    # no ICE servers: without them aiortc adds a public STUN server to a loopback benchmark
+    pc_a, pc_b = RTCPeerConnection(RTCConfiguration(iceServers=[])), RTCPeerConnection(RTCConfiguration(iceServers=[]))
     a, b = (PeerLink(_info(remote), pc, max_frame_size=MAX_FRAME, on_frame=on, on_closed=_ignore,
                      on_chunk_error=_count_reject, message_size=variant.message_size)
             for remote, pc, on in ((key_b, pc_a, on_a), (key_a, pc_b, on_b)))  # fmt: skip

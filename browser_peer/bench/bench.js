@@ -30,6 +30,8 @@ window.benchSteps = async (swarmId, backend, steps = 200, warmup = 20) => {
 let mesh = null;
 const received = { frames: 0, bytes: 0, first: null, last: null };
 window.received = received;
+/** Forget what arrived so far (after a warm-up transfer). */
+window.resetReceived = () => Object.assign(received, { frames: 0, bytes: 0, first: null, last: null });
 
 /** Join the swarm with a fresh key and link to the one Python peer in it. */
 window.benchLink = async (swarmId, maxFrameSize) => {
