@@ -133,6 +133,17 @@ class GossipConfig(_Strict):
     )
     clip_multiplier: float = Field(default=2.0, gt=0, le=100, description="tau = this x median recent distance")
     exchange_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    mixing: Literal["random", "exponential"] = Field(
+        default="random",
+        description="whom a gossip peer exchanges with (label-skew remedy, peer/skew.py): random: a random open link; "
+        "exponential: the one-peer exponential graph over the members sorted by peer id (at its round r, member "
+        "i + 2^(r mod ceil(log2 n))), linked to first, a random open link when that one is not open",
+    )
+    fanout: int = Field(
+        default=1, ge=1, le=16,
+        description="distinct open links a gossip peer exchanges with per round, one after another (denser mixing); "
+        "with exponential mixing the round's exponential partner is the first of them",
+    )  # fmt: skip
 
     @model_validator(mode="after")
     def _central_needs_aggregator(self) -> GossipConfig:

@@ -1118,6 +1118,14 @@ export const MANIFEST_SCHEMA = {
             "title": "Exchange Timeout S",
             "type": "number"
           },
+          "fanout": {
+            "default": 1,
+            "description": "distinct open links a gossip peer exchanges with per round, one after another (denser mixing); with exponential mixing the round's exponential partner is the first of them",
+            "maximum": 16,
+            "minimum": 1,
+            "title": "Fanout",
+            "type": "integer"
+          },
           "max_degree": {
             "default": 8,
             "description": "refuse connections beyond this",
@@ -1134,6 +1142,16 @@ export const MANIFEST_SCHEMA = {
               "central"
             ],
             "title": "Method",
+            "type": "string"
+          },
+          "mixing": {
+            "default": "random",
+            "description": "whom a gossip peer exchanges with (label-skew remedy, peer/skew.py): random: a random open link; exponential: the one-peer exponential graph over the members sorted by peer id (at its round r, member i + 2^(r mod ceil(log2 n))), linked to first, a random open link when that one is not open",
+            "enum": [
+              "random",
+              "exponential"
+            ],
+            "title": "Mixing",
             "type": "string"
           },
           "robust": {
