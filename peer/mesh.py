@@ -1,6 +1,7 @@
 """The WebRTC mesh: a signaling client plus one ``PeerLink`` per neighbor.
 
-Neighbors are chosen at random among known peers until ``degree`` links exist; incoming
+Neighbors are chosen at random among known peers until ``degree`` links exist (with
+``gossip.mixing = "exponential"``, the peer's exponential partners first: ``_to_offer``); incoming
 offers are accepted up to ``max_degree``. Offer glare (both sides offer at once) is broken
 by peer id: the smaller id keeps its offer, the larger answers. Failed or silent links are
 closed and replaced; the signaling connection is re-established with backoff, and links
@@ -66,6 +67,7 @@ from protocols.signaling import (
 
 from .link import FrameHandler, LinkState, PeerLink
 from .ratelimit import TokenBucket
+from .skew import exponential_neighbors, partners_to_link
 
 log = logging.getLogger("peer.mesh")
 
@@ -84,6 +86,7 @@ class MeshConfig:
     client: str = "python"
     only_peers: set[str] | None = None  # link only with these peer ids, offers both ways (FedAvg clients -> aggregator)
     relay_only: bool = False  # gather TURN relay candidates only (strict NATs, or proving the relay works)
+    mixing: str = "random"  # gossip.mixing: "exponential" links to the exponential partners first (peer.skew)
 
 
 _DATA_CHANNEL = re.compile(r"^m=application [0-9]+ [A-Z/]*SCTP\b", re.MULTILINE)
@@ -228,6 +231,28 @@ class Mesh:
 
     def open_links(self) -> list[PeerLink]:
         return [link for link in self.links.values() if link.state == LinkState.OPEN]
+
+    def members(self) -> list[str]:
+        """Every member of the swarm this peer knows, itself included: the welcome's peers, those
+        announced since (``peer_joined``, minus ``peer_left``), and open links the server forgot."""
+        return sorted({self.peer_id, *self.known, *(link.peer_id for link in self.open_links())})
+
+    def exponential_partners(self) -> list[str]:
+        """With ``mixing = "exponential"``: this peer's partners in the exponential graph over ``members``
+        (``peer.skew.exponential_neighbors``), which it links to first; else none."""
+        return exponential_neighbors(self.peer_id, self.members()) if self.config.mixing == "exponential" else []
+
+    def _to_offer(self, candidates: list[PeerInfo]) -> list[PeerInfo]:
+        """Whom to offer a link to now, among unlinked ``candidates``: the exponential partners (with
+        that mixing) while links stay within ``max_degree``, then random peers up to ``degree``."""
+        by_id, first = {c.peer_id: c for c in candidates}, []
+        if self.config.mixing == "exponential":
+            members = self.members()
+            skip = {p for p in members if p not in by_id}  # linked or connecting, banned, retried later
+            first = [by_id[p] for p in partners_to_link(self.peer_id, members, skip, self.config.max_degree - len(self.links))]
+        rest = [c for c in candidates if c not in first]
+        missing = max(0, self.config.degree - len(self.links) - len(first))
+        return first + self._rng.sample(rest, min(missing, len(rest)))
 
     def ice_servers(self) -> list[IceServer]:
         """The configured ICE servers if the user gave any, else the swarm's from the latest welcome."""
@@ -589,8 +614,7 @@ class Mesh:
             candidates = [p for pid, p in self.known.items()
                           if pid not in self.links and self._retry_at.get(pid, 0) <= now and not self.is_banned(pid)
                           and (only is None or pid in only)]  # fmt: skip
-            missing = self.config.degree - len(self.links)
-            for info in self._rng.sample(candidates, min(max(0, missing), len(candidates))):
+            for info in self._to_offer(candidates):
                 try:
                     await self.connect_to(info)
                 except ConnectionError as exc:

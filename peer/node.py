@@ -104,7 +104,9 @@ class PeerNode:
                                     target_accuracy=manifest.training.target_accuracy)  # fmt: skip
                 reporter.pulled_from = pulled_from
                 mesh.report_source = reporter.board_report
-                exchanges = Exchanges(mesh, engine, transport, random.Random(cfg.seed))
+                exchanges = Exchanges(mesh, engine, transport, random.Random(cfg.seed), mixing=mesh.config.mixing,
+                                      fanout=manifest.gossip.fanout)  # mixing is the role's (FedAvg clients: random)
+                reporter.exchanges = exchanges
                 self._schedule = Schedule(role, cfg, manifest.training, trainer, exchanges, reporter,
                                           lambda: bootstrap.save_checkpoint(trainer, ckpt_dir, signed.model_id))  # fmt: skip
                 try:

@@ -38,6 +38,7 @@ class Reporter:
         self.reached_step: int | None = None  # the step at which this peer first evaluated at the target
         self.last_acc: float | None = None
         self.pulled_from: str | None = None  # the neighbor whose model this peer started from
+        self.exchanges: Any = None  # peer.schedule.Exchanges once made: rows say its mixing and partners
         self._out = JsonLines(config.metrics_out)
         self._receipts = ReceiptBook(key, config.swarm_id, metrics.accepted_from)
         self._sessions = mesh.stats.sessions
@@ -70,6 +71,7 @@ class Reporter:
             gossip_weight=trainer.gossip_weight, links=mesh.link_report(),
             target_accuracy=self.target, target_reached_step=self.reached_step,
             metrics={k: float(v) for k, v in trainer.last_metrics.items()},  # the task's: accuracy, or mae/mse/r2
+            **self._mixing(),
         )  # fmt: skip
         self._out.write(row)
         if self.config.progress:
@@ -77,6 +79,16 @@ class Reporter:
                          f"exchanges {engine.outcomes[Outcome.MERGED] + engine.served}  "
                          f"rejected {sum(metrics.rejected.values())}")  # fmt: skip
         return row
+
+    def _mixing(self) -> dict[str, Any]:
+        """Whom this peer exchanges with: ``gossip.mixing`` and ``fanout``, the rounds started, how many
+        began with the round's exponential partner, exchanges started per neighbor, and the current
+        exponential partners (empty under random mixing)."""
+        ex = self.exchanges
+        if ex is None:
+            return {}
+        return {"mixing": ex.mixing, "fanout": ex.fanout, "exchange_rounds": ex.rounds, "on_schedule": ex.on_schedule,
+                "exchange_partners": dict(ex.partners), "exponential_partners": self.mesh.exponential_partners()}  # fmt: skip
 
     def close(self) -> None:
         self._out.close()

@@ -64,7 +64,7 @@ class Gossip:
     def mesh_config(self, peer: PeerConfig) -> MeshConfig:
         g = self.gossip
         return MeshConfig(degree=peer.degree or g.degree, max_degree=g.max_degree, ice_servers=peer.ice_servers,
-                          relay_only=peer.ice_relay_only)  # fmt: skip
+                          relay_only=peer.ice_relay_only, mixing=g.mixing)  # fmt: skip
 
     def average(self) -> Callable[..., tuple[Weights, float]]:
         """The pairwise rule: the partner's claimed weight counts at most 4x ours."""

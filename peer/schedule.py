@@ -2,10 +2,11 @@
 
 Training runs in chunks of at most ``TRAIN_CHUNK`` steps, each under the trainer's lock in a
 worker thread, so a merge never interleaves with a step and a responder waits at most one chunk.
-After ``training.local_steps`` steps the peer starts an exchange with a random open link
-(``Exchanges``): a gossip peer as a background task beside training (the merge lands when the
-reply does), a FedAvg client awaiting its round's average, an idle peer (done training) between
-short sleeps. Every ``training.eval_every`` steps the model is evaluated (``reporting.Reporter``)
+After ``training.local_steps`` steps the peer starts a round of exchanges with the open links
+``gossip.mixing`` and ``gossip.fanout`` choose (``Exchanges``; one random link by default): a
+gossip peer as a background task beside training (the merges land when the replies do; a
+fanout's exchanges run one after another in that task), a FedAvg client awaiting its round's
+average, an idle peer (done training) between short sleeps. Every ``training.eval_every`` steps the model is evaluated (``reporting.Reporter``)
 and ``LastGood`` copies it; a chunk that leaves it non-finite is rolled back before the lock is
 released. A stop request cancels whatever the loop awaits, an exchange included, and the loop
 ends with a final row and a checkpoint.
@@ -31,6 +32,7 @@ from .gossip import Engine, GossipEngine, Outcome
 from .mesh import Mesh
 from .reporting import Reporter
 from .roles import Role
+from .skew import choose_partners, exponential_partner
 from .transport import MeshTransport
 
 log = logging.getLogger("peer.node")
@@ -86,18 +88,48 @@ class LastGood:
 
 
 class Exchanges:
-    """Exchanges with random open links; a neighbor silent ``SILENT_AFTER_TIMEOUTS`` times in a row is dropped."""
+    """The exchanges of each round, with the partners ``gossip.mixing`` and ``gossip.fanout`` choose
+    (``peer.skew.choose_partners``, as the simulator); a neighbor silent ``SILENT_AFTER_TIMEOUTS``
+    times in a row is dropped.
 
-    def __init__(self, mesh: Mesh, engine: Engine, transport: MeshTransport, rng: random.Random) -> None:
+    ``random``: one random open link a round. ``exponential``: the member ``i + 2**(r mod
+    ceil(log2 n))`` of the swarm as this peer knows it (``Mesh.members``, sorted by peer id) at its
+    round ``r``, or a random open link when that one is not open. ``fanout`` k: k distinct open
+    links, one pairwise exchange after another (each still propose/accept).
+    """
+
+    def __init__(self, mesh: Mesh, engine: Engine, transport: MeshTransport, rng: random.Random, *,
+                 mixing: str = "random", fanout: int = 1) -> None:  # fmt: skip
         self.mesh, self.engine, self.transport, self.rng = mesh, engine, transport, rng
+        self.mixing, self.fanout = mixing, fanout
+        self.rounds = 0  # rounds started: the exponential graph's r
+        self.partners: dict[str, int] = {}  # neighbor -> exchanges this peer started with it
+        self.on_schedule = 0  # exponential mixing: exchanges with the round's exponential partner (else a fallback)
         self._timeouts: dict[str, int] = {}  # neighbor -> exchange timeouts in a row
 
+    def round_partners(self) -> list[str]:
+        """The partners of the next round among the open links, in exchange order (advances the round)."""
+        open_ids = [link.peer_id for link in self.mesh.open_links()]
+        if not open_ids:
+            return []
+        members = self.mesh.members()
+        chosen = choose_partners(self.mesh.peer_id, open_ids, members, self.rounds, self.rng, self.mixing, self.fanout)
+        if self.mixing == "exponential" and chosen[0] == exponential_partner(self.mesh.peer_id, members, self.rounds):
+            self.on_schedule += 1
+        self.rounds += 1
+        return chosen
+
     async def one(self) -> None:
-        """One exchange with a random open link; its deadline comes from the frame size and that link."""
-        open_links = self.mesh.open_links()
-        if not open_links or not isinstance(self.engine, GossipEngine):  # only gossip engines initiate
+        """One round: an exchange with each of its partners in turn; each deadline comes from the frame size and that link."""
+        if not isinstance(self.engine, GossipEngine):  # only gossip engines initiate
             return
-        peer = self.rng.choice(open_links).peer_id
+        for peer in self.round_partners():
+            if self.mesh.links.get(peer) is None:
+                continue  # closed while an earlier partner of this round was exchanging
+            self.partners[peer] = self.partners.get(peer, 0) + 1
+            await self._exchange(peer)
+
+    async def _exchange(self, peer: str) -> None:
         outcome = await self.engine.initiate(peer, self.transport, self.transport.deadline(peer))
         if outcome == Outcome.TIMEOUT:
             await self._timed_out(peer)

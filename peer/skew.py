@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 
 def exponential_partner(me: str, swarm: Sequence[str], round_: int) -> str:
@@ -37,6 +37,28 @@ def exponential_partner(me: str, swarm: Sequence[str], round_: int) -> str:
     return order[(i + 2 ** (round_ % hops)) % n]
 
 
+def exponential_neighbors(me: str, swarm: Sequence[str]) -> list[str]:
+    """Every partner ``me`` has in the exponential graph over ``swarm`` (``me`` included): the member
+    ``i + 2**k`` for ``k < ceil(log2 n)``, distinct, in ``k`` order; empty below two members.
+
+    A live peer links to these first (``peer.mesh``), so that the partner of each of its rounds is
+    an open link; the members that count ``me`` among theirs (``i - 2**k``) link to it.
+    """
+    order = sorted(set(swarm))
+    n = len(order)
+    if n < 2:
+        return []
+    i = order.index(me)
+    partners = [order[(i + 2**k) % n] for k in range(max(1, math.ceil(math.log2(n))))]
+    return list(dict.fromkeys(p for p in partners if p != me))
+
+
+def partners_to_link(me: str, swarm: Sequence[str], skip: Collection[str], room: int) -> list[str]:
+    """The exponential partners of ``me`` to offer links to: those not in ``skip`` (linked already,
+    connecting, banned, retried later), at most ``room`` of them, in ``k`` order."""
+    return [p for p in exponential_neighbors(me, swarm) if p not in skip][: max(0, room)]
+
+
 def fanout_partners(options: Sequence[str], k: int, rng: random.Random) -> list[str]:
     """``k`` distinct partners among ``options`` (all of them if fewer), in random order."""
     if k < 1:
@@ -46,12 +68,19 @@ def fanout_partners(options: Sequence[str], k: int, rng: random.Random) -> list[
 
 def choose_partners(me: str, options: Sequence[str], swarm: Sequence[str], round_: int, rng: random.Random,
                     mixing: str = "random", fanout: int = 1) -> list[str]:  # fmt: skip
-    """The partners of one round: ``random`` (plain gossip), ``exponential`` or ``random`` with ``fanout`` > 1."""
+    """The partners of one round, in exchange order: ``random`` (plain gossip) or ``exponential``, and
+    ``fanout`` > 1 more of them (with ``exponential``, its partner first and ``fanout - 1`` random others).
+
+    The simulator (``research.engine``) and live peers (``peer.schedule.Exchanges``) both call this:
+    ``options`` are the open links (the simulator's online neighbors), ``swarm`` every member ``me``
+    knows, ``me`` included.
+    """
     if not options:
         return []
     if mixing == "exponential":
         partner = exponential_partner(me, swarm, round_)
-        return [partner if partner in options else rng.choice(list(options))]
+        first = partner if partner in options else rng.choice(list(options))
+        return [first] if fanout == 1 else [first, *fanout_partners([o for o in options if o != first], fanout - 1, rng)]
     if mixing != "random":
         raise ValueError(f"unknown mixing {mixing!r}: use random or exponential")
     return [rng.choice(list(options))] if fanout == 1 else fanout_partners(options, fanout, rng)

@@ -52,8 +52,10 @@ class SwarmConfig(_Section):
                                                                 "clip: self-centered clipping (ClippedPairAverage)")
     clip_multiplier: float = Field(2.0, gt=0)
     mixing: Literal["random", "exponential"] = Field("random", description="label-skew remedy (peer/skew.py): random "
-                                                     "neighbor, or the one-peer exponential graph (time-varying)")
-    fanout: int = Field(1, ge=1, description="label-skew remedy (peer/skew.py): distinct partners per round (denser mixing)")
+                                                     "neighbor, or the one-peer exponential graph (time-varying); "
+                                                     "unset with model.join: the manifest's gossip.mixing")
+    fanout: int = Field(1, ge=1, le=16, description="label-skew remedy (peer/skew.py): distinct partners per round "
+                                                       "(denser mixing); unset with model.join: the manifest's gossip.fanout")
     resolve_crossing: bool = Field(True, description="engines know their peer id, so two crossing requests give one "
                                                      "exchange (peer.gossip) instead of two declines")
     exchange_timeout_s: float = Field(60.0, gt=0, description="the manifest's gossip.exchange_timeout_s (FedAvg rounds "

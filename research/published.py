@@ -53,7 +53,16 @@ def gossip_config(config: ExperimentConfig, method: str, aggregator: str | None 
     s = config.swarm
     return GossipConfig(method=method, aggregator=aggregator if method == "central" else None,  # type: ignore[arg-type]
                         degree=s.degree, codec=s.codec, robust=s.robust, clip_multiplier=s.clip_multiplier,
-                        exchange_timeout_s=s.exchange_timeout_s)  # fmt: skip
+                        exchange_timeout_s=s.exchange_timeout_s, mixing=s.mixing, fanout=s.fanout)  # fmt: skip
+
+
+def mixing_of(config: ExperimentConfig, manifest: Manifest) -> tuple[str, int]:
+    """The label-skew remedy to simulate: ``swarm.mixing`` and ``swarm.fanout`` where the experiment
+    sets them, else the manifest's ``gossip.mixing`` and ``gossip.fanout`` (a published swarm's, with
+    ``model.join``; otherwise the manifest was made from the experiment, so the two agree)."""
+    s, g = config.swarm, manifest.gossip
+    return (s.mixing if "mixing" in s.model_fields_set else g.mixing,
+            s.fanout if "fanout" in s.model_fields_set else g.fanout)  # fmt: skip
 
 
 def publication_for(config: ExperimentConfig, seed: int, key: Ed25519PrivateKey, method: str = "gossip",

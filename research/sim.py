@@ -29,7 +29,7 @@ from . import clock, topology
 from .config import AttackConfig, ExperimentConfig, Method
 from .engine import SimSwarm, SwarmSpec, make_rule
 from .models import Evaluator, make_block
-from .published import SwarmModel, swarm_model
+from .published import SwarmModel, mixing_of, swarm_model
 from .replay import Blocks, DataPlane, Replay
 from .timing import TimeModel, time_model
 
@@ -100,13 +100,14 @@ def spec_for(config: ExperimentConfig, model: SwarmModel, method: str, seed: int
     decline = frame_size([], 0, message_size=MAX_MESSAGE_SIZE)
     round_s = nominal_round_s(config, time, frame)
     graph = topology.build(config.swarm.topology, peers, config.swarm.degree, rng)
+    mixing, fanout = mixing_of(config, model.manifest)  # a published swarm's gossip.mixing / fanout unless set here
     spec = SwarmSpec(
         method="gossip" if method == "gossip" else "central" if method == "central" else "local",
         peers=peers, sizes=[len(y) for _, y in model.shards], graph=graph, local_steps=config.swarm.local_steps,
         max_steps=config.budget.rounds * config.swarm.local_steps, frame_bytes=frame, decline_bytes=decline, time=time,
         robust=config.swarm.robust, clip_multiplier=config.swarm.clip_multiplier,
         exchange_timeout_s=config.swarm.exchange_timeout_s, resolve_crossing=config.swarm.resolve_crossing,
-        mixing=config.swarm.mixing, fanout=config.swarm.fanout, eval_every_s=config.budget.eval_every * round_s, seed=seed,
+        mixing=mixing, fanout=fanout, eval_every_s=config.budget.eval_every * round_s, seed=seed,
         step_jitter=config.network.step_jitter,
         budget_bytes=config.budget.bytes, budget_seconds=config.budget.seconds,
         churn=churn_events(config, peers, round_s, rng) if method in ("gossip", "central", "local") else [],

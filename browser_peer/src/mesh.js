@@ -1,5 +1,6 @@
 // The WebRTC mesh: a signaling client plus one PeerLink per neighbor (mirrors peer/mesh.py).
-// Same rules as the Python peer: random neighbors up to `degree`, incoming offers accepted up
+// Same rules as the Python peer: random neighbors up to `degree` (with gossip.mixing "exponential",
+// the exponential partners first: _toOffer), incoming offers accepted up
 // to `maxDegree`, offer glare broken by peer id (the smaller id keeps its offer), failed links
 // replaced, the signaling connection re-established with backoff while links stay up.
 // No message another peer can relay ends the session: each one is handled on its own, and a
@@ -16,6 +17,7 @@ import {
 import { checkClientMessage, parseServerMessage, sdpFingerprints } from "./protocol/signaling.js";
 import { LinkState, PeerLink } from "./link.js";
 import { TokenBucket } from "./ratelimit.js";
+import { exponentialNeighbors, partnersToLink } from "./skew.js";
 
 const V = 1;
 // the same limits as peer/mesh.py
@@ -31,6 +33,7 @@ export const defaultMeshConfig = () => ({
   pingIntervalMs: 30000, reportIntervalMs: 10000, reconnectMaxDelayMs: 10000, retryAfterMs: 5000,
   onlyPeers: null, // a Set of the only peer ids to link with, both ways (FedAvg clients: the aggregator); null for any
   relayOnly: false, // gather TURN relay candidates only (iceTransportPolicy "relay"; peer/mesh.py relay_only)
+  mixing: "random", // gossip.mixing: "exponential" links to the exponential partners first (skew.js)
 });
 
 /** Keep a Map to `max` entries by dropping the oldest insertions (a sender flood cannot grow it). */
@@ -116,6 +119,40 @@ export class Mesh {
   }
 
   openLinks() { return [...this.links.values()].filter((l) => l.state === LinkState.OPEN); }
+
+  /**
+   * Every member of the swarm this peer knows, itself included (peer/mesh.py members): the welcome's
+   * peers, those announced since, and open links the server forgot; sorted by peer id.
+   */
+  members() {
+    return [...new Set([this.peerId, ...this.known.keys(), ...this.openLinks().map((l) => l.peerId)])].sort();
+  }
+
+  /** With mixing "exponential": our partners in the exponential graph over members(), linked to first; else none. */
+  exponentialPartners() {
+    return this.config.mixing === "exponential" ? exponentialNeighbors(this.peerId, this.members()) : [];
+  }
+
+  /**
+   * Whom to offer a link to now, among unlinked `candidates` (peer/mesh.py _to_offer): the
+   * exponential partners (with that mixing) while links stay within maxDegree, then random peers
+   * up to degree.
+   */
+  _toOffer(candidates) {
+    const byId = new Map(candidates.map((c) => [c.peer_id, c]));
+    let first = [];
+    if (this.config.mixing === "exponential") {
+      const members = this.members();
+      const skip = new Set(members.filter((p) => !byId.has(p))); // linked or connecting, banned, retried later
+      first = partnersToLink(this.peerId, members, skip, this.config.maxDegree - this.links.size).map((p) => byId.get(p));
+    }
+    const rest = candidates.filter((c) => !first.includes(c));
+    const picked = [];
+    for (let missing = this.config.degree - this.links.size - first.length; missing > 0 && rest.length > 0; missing -= 1) {
+      picked.push(rest.splice(Math.floor(Math.random() * rest.length), 1)[0]);
+    }
+    return [...first, ...picked];
+  }
 
   /** Per open link: neighbor, its client, the selected ICE pair's candidate types and RTT (peer/mesh.py link_report). */
   linkReport() {
@@ -534,15 +571,12 @@ export class Mesh {
     const candidates = [...this.known.values()].filter(
       (p) => !this.links.has(p.peer_id) && (this._retryAt.get(p.peer_id) || 0) <= now && !this.isBanned(p.peer_id)
         && this._mayLinkWith(p.peer_id));
-    let missing = this.config.degree - this.links.size;
-    while (missing > 0 && candidates.length > 0) {
-      const [info] = candidates.splice(Math.floor(Math.random() * candidates.length), 1);
+    for (const info of this._toOffer(candidates)) {
       try {
         await this.connectTo(info);
       } catch (err) {
         console.debug("could not offer to", info.peer_id, err);
       }
-      missing -= 1;
     }
   }
 }

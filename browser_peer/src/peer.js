@@ -12,6 +12,7 @@ import { CODEC } from "./protocol/codecs.js";
 import { generateIdentity, loadOrCreateIdentity } from "./protocol/crypto.js";
 import { frameSize } from "./protocol/frame.js";
 import { ReceiptBook } from "./receipts.js";
+import { choosePartners, exponentialPartner } from "./skew.js";
 import { MeshTransport } from "./transport.js";
 import { Trainer, numClassesOf, preferredBackend, useBackend } from "./trainer.js";
 import { FrameVerifier } from "./verifier.js";
@@ -96,6 +97,9 @@ export class BrowserPeer {
     this.history = []; // {t, step, loss, testLoss, testAcc}
     this.metrics = { framesSent: 0, framesAccepted: 0, rejected: {}, acceptedFrom: {} };
     this.exchangesDone = 0;
+    this.rounds = 0; // exchange rounds started: the exponential graph's r (peer/schedule.py Exchanges)
+    this.onSchedule = 0; // rounds that began with the round's exponential partner (not a fallback)
+    this.partners = {}; // neighbor -> exchanges this tab started with it
     this.timeouts = new Map(); // neighbor -> exchange timeouts in a row
     this._background = null; // the exchange in flight beside training, if any
     this.startedAt = performance.now();
@@ -208,7 +212,7 @@ export class BrowserPeer {
     if (this.role === "client") {
       return { degree: 1, maxDegree: 1, onlyPeers: new Set([await aggregatorPeerId(manifest)]), relayOnly: this.relayOnly };
     }
-    return { degree: this.degree ?? g.degree, maxDegree: g.max_degree, relayOnly: this.relayOnly };
+    return { degree: this.degree ?? g.degree, maxDegree: g.max_degree, relayOnly: this.relayOnly, mixing: g.mixing ?? "random" };
   }
 
   async _join(manifest) {
@@ -332,11 +336,31 @@ export class BrowserPeer {
     }
   }
 
-  /** One exchange with a random open link; its deadline comes from the frame size and that link. */
+  /**
+   * The partners of the next round among the open links, in exchange order (peer/schedule.py
+   * Exchanges.round_partners): gossip.mixing and gossip.fanout through skew.js choosePartners.
+   */
+  roundPartners() {
+    const open = this.mesh.openLinks().map((l) => l.peerId);
+    if (open.length === 0) return [];
+    const mixing = this.mesh.config.mixing ?? "random"; // the role's: a FedAvg client's is random
+    const members = this.mesh.members();
+    const chosen = choosePartners(this.peerId, open, members, this.rounds, { mixing, fanout: this.manifest.gossip.fanout ?? 1 });
+    if (mixing === "exponential" && chosen[0] === exponentialPartner(this.peerId, members, this.rounds)) this.onSchedule += 1;
+    this.rounds += 1;
+    return chosen;
+  }
+
+  /** One round: an exchange with each of its partners in turn; each deadline comes from the frame size and that link. */
   async _exchange() {
-    const open = this.mesh.openLinks();
-    if (open.length === 0) return;
-    const peer = open[Math.floor(Math.random() * open.length)].peerId;
+    for (const peer of this.roundPartners()) {
+      if (!this.mesh.links.has(peer)) continue; // closed while an earlier partner of this round was exchanging
+      this.partners[peer] = (this.partners[peer] || 0) + 1;
+      await this._exchangeWith(peer);
+    }
+  }
+
+  async _exchangeWith(peer) {
     const outcome = await this.engine.initiate(peer, this.transport, this.transport.deadline(peer));
     if (outcome === Outcome.MERGED) this.exchangesDone += 1;
     if (outcome === Outcome.TIMEOUT) {
@@ -383,6 +407,9 @@ export class BrowserPeer {
       history: this.history.slice(),
       exchanges: this.engine ? { ...this.engine.outcomes, served: this.engine.served } : {},
       exchangesDone: this.exchangesDone + (this.engine ? this.engine.served : 0),
+      mixing: this.mesh ? this.mesh.config.mixing ?? "random" : null, fanout: this.manifest ? this.manifest.gossip.fanout ?? 1 : null,
+      exchangeRounds: this.rounds, onSchedule: this.onSchedule, exchangePartners: { ...this.partners },
+      exponentialPartners: this.mesh ? this.mesh.exponentialPartners() : [],
       bytesSent: links.reduce((s, l) => s + l.bytesSent, 0) + (this.mesh ? this.mesh.closedBytes.sent : 0),
       bytesReceived: links.reduce((s, l) => s + l.bytesReceived, 0) + (this.mesh ? this.mesh.closedBytes.received : 0),
       rejected: { ...this.metrics.rejected },
