@@ -81,7 +81,8 @@ def _no_softmax(tmp: Path) -> list[str]:
     import tf_keras
 
     tf_keras.Sequential([tf_keras.layers.Input(shape=(4,)), tf_keras.layers.Dense(3)]).save(tmp / "l.h5", save_format="h5")
-    return ["--model", str(tmp / "l.h5"), "--dataset", "none"]
+    # a linear output publishes as regression (issue 13); asked to classify, it is refused
+    return ["--model", str(tmp / "l.h5"), "--dataset", "none", "--loss", "sparse_categorical_crossentropy"]
 
 
 def _dataset_wrong_shape(tmp: Path) -> list[str]:
@@ -112,7 +113,7 @@ LOCAL_FAULTS: dict[str, tuple[Callable[[Path], list[str]], str]] = {
     "graph_model": (_graph_model_json, "only layers models"),
     "weights_do_not_match_topology": (_tfjs_wrong_shapes, "but the topology needs"),
     "truncated_weight_file": (_tfjs_truncated_weights, "the topology needs"),
-    "no_softmax": (_no_softmax, "last layer must apply softmax"),
+    "no_softmax": (_no_softmax, "needs a softmax output over >= 2 classes; the model's last layer is linear"),
     "dataset_shape": (_dataset_wrong_shape, "do not fit the model's input shape [4]"),
     "dataset_labels": (_dataset_too_many_labels, "labels go up to 6 but the model outputs 3 classes"),
     "csv_label_column": (_csv_without_label, "no label column 'class'"),
