@@ -113,7 +113,7 @@ def _configs(args: argparse.Namespace) -> tuple:
                 "local_steps": args.local_steps, "target_accuracy": args.target_accuracy, "eval_every": args.eval_every,
                 "clipnorm": args.clipnorm, "l2": args.l2, "warmup_steps": args.warmup_steps}  # fmt: skip
     gossip = {"degree": args.degree, "max_degree": args.max_degree, "codec": args.codec, "robust": args.robust,
-              "exchange_timeout_s": args.exchange_timeout}
+              "exchange_timeout_s": args.exchange_timeout, "mixing": args.mixing, "fanout": args.fanout}
     out = []
     for cls, values in ((TrainingConfig, training), (GossipConfig, gossip)):
         try:
@@ -317,6 +317,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--exchange-timeout", type=float, metavar="SECONDS",
                    help="least time an exchange step may take (default 10); peers wait longer for large models "
                         "on slow links (frame size / measured rate, docs/PROTOCOL.md)")  # fmt: skip
+    g.add_argument("--mixing", choices=["random", "exponential"],
+                   help="whom peers exchange with (label skew, docs/RESEARCH.md): random (default) or exponential, "
+                        "the one-peer exponential graph over the members sorted by peer id")  # fmt: skip
+    g.add_argument("--fanout", type=int, help="open links a peer exchanges with per round, one after another (default 1)")
     g.add_argument("--ice-server", action="append", metavar="URL[,USER,CREDENTIAL]",
                    help="STUN server for every peer of the swarm (repeatable), e.g. stun:host:3478; default: the "
                         "signaling server's own STUN. TURN passwords are refused: see `swarm serve --turn-url`")  # fmt: skip

@@ -53,10 +53,27 @@ def exponential_neighbors(me: str, swarm: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(p for p in partners if p != me))
 
 
+def exponential_links(me: str, swarm: Sequence[str]) -> list[str]:
+    """The links ``me`` keeps in the exponential graph: its partners ``i + 2**k`` (``exponential_neighbors``),
+    then the members whose partner it is, ``i - 2**k``, distinct.
+
+    Both ends of a pair offer the link: a peer that joins is announced before it accepts links,
+    so an offer to it can go unanswered until the offerer's connect timeout (20 s); the new
+    peer's own offer, once it is ready, opens the link at once (glare keeps one of the two).
+    """
+    order = sorted(set(swarm))
+    n = len(order)
+    if n < 2:
+        return []
+    i = order.index(me)
+    back = [order[(i - 2**k) % n] for k in range(max(1, math.ceil(math.log2(n))))]
+    return list(dict.fromkeys(p for p in [*exponential_neighbors(me, swarm), *back] if p != me))
+
+
 def partners_to_link(me: str, swarm: Sequence[str], skip: Collection[str], room: int) -> list[str]:
-    """The exponential partners of ``me`` to offer links to: those not in ``skip`` (linked already,
-    connecting, banned, retried later), at most ``room`` of them, in ``k`` order."""
-    return [p for p in exponential_neighbors(me, swarm) if p not in skip][: max(0, room)]
+    """The exponential links of ``me`` to offer (``exponential_links``): those not in ``skip``
+    (linked already, connecting, banned, retried later), at most ``room`` of them, in that order."""
+    return [p for p in exponential_links(me, swarm) if p not in skip][: max(0, room)]
 
 
 def fanout_partners(options: Sequence[str], k: int, rng: random.Random) -> list[str]:

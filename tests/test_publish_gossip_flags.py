@@ -36,3 +36,12 @@ def test_one_ice_server_parser_for_publish_and_join() -> None:
 
     with pytest.raises(ValueError, match="^--ice-server 'http://x'"):  # the CLI names its flag
         _ice_specs(["http://x"])
+
+
+def test_mixing_and_fanout_are_publish_options() -> None:
+    _, gossip = _configs(_args("--mixing", "exponential", "--fanout", "2"))
+    assert (gossip.mixing, gossip.fanout) == ("exponential", 2)
+    _, default = _configs(_args())
+    assert (default.mixing, default.fanout) == ("random", 1)
+    with pytest.raises(ValueError, match="^--fanout: "):
+        _configs(_args("--fanout", "0"))

@@ -17,7 +17,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from peer.mesh import Mesh, MeshConfig
-from peer.skew import choose_partners, exponential_neighbors, exponential_partner, partners_to_link
+from peer.skew import choose_partners, exponential_links, exponential_neighbors, exponential_partner, partners_to_link
 from peer.skew_vectors import PATH, skew_vectors
 from protocols.crypto import peer_id_of, public_key_bytes
 from protocols.make_vectors import render
@@ -52,14 +52,18 @@ def test_every_member_is_some_members_partner_and_rounds_cycle_through_the_neigh
             assert list(dict.fromkeys(p for p in by_round if p != me)) == exponential_neighbors(me, members)
 
 
-def test_the_partners_to_link_skip_what_is_linked_and_fit_the_room() -> None:
+def test_a_peer_links_both_ways_skips_what_is_linked_and_fits_the_room() -> None:
     members = [f"{i:032x}" for i in range(16)]
     me = members[3]
     partners = exponential_neighbors(me, members)
     assert partners == [members[4], members[5], members[7], members[11]]
-    assert partners_to_link(me, members, {members[5]}, 8) == [members[4], members[7], members[11]]
+    links = exponential_links(me, members)  # then i - 2^k: 2, 1, 15 (11 is already there)
+    assert links == [*partners, members[2], members[1], members[15]]
+    assert all(me in exponential_neighbors(p, members) for p in links[4:])
+    assert partners_to_link(me, members, {members[5]}, 8) == [m for m in links if m != members[5]]
     assert partners_to_link(me, members, set(), 2) == partners[:2]
     assert partners_to_link(me, members, set(), -3) == []
+    assert exponential_links(me, [me]) == [] and exponential_links(members[0], members[:2]) == [members[1]]
 
 
 def test_a_round_takes_its_exponential_partner_if_open_else_a_random_open_link_and_fanout_adds_distinct_ones() -> None:
@@ -85,16 +89,19 @@ def _mesh_with(members: int, config: MeshConfig) -> tuple[Mesh, list[str]]:
     return mesh, mesh.members()
 
 
-async def test_an_exponential_mesh_offers_its_partners_first_within_max_degree_then_random_peers_up_to_degree() -> None:
-    mesh, members = _mesh_with(13, MeshConfig(degree=6, max_degree=8, mixing="exponential"))
-    partners = exponential_neighbors(mesh.peer_id, members)
-    assert mesh.exponential_partners() == partners and len(partners) == 4
+async def test_an_exponential_mesh_offers_its_links_first_within_max_degree_then_random_peers_up_to_degree() -> None:
+    mesh, members = _mesh_with(9, MeshConfig(degree=6, max_degree=8, mixing="exponential"))
+    partners, links = exponential_neighbors(mesh.peer_id, members), exponential_links(mesh.peer_id, members)
+    assert mesh.exponential_partners() == partners and len(partners) == 4 and len(links) == 6  # 9 members: +-1, +-2, +-4
     offers = [c.peer_id for c in mesh._to_offer(list(mesh.known.values()))]
-    assert offers[:4] == partners and len(set(offers)) == 6
-    mesh.config.degree, mesh.config.max_degree = 2, 3  # more partners than degree: up to max_degree
-    assert [c.peer_id for c in mesh._to_offer(list(mesh.known.values()))] == partners[:3]
-    unlinked = [c for c in mesh.known.values() if c.peer_id != partners[0]]  # the first is linked, banned or retried later
-    assert [c.peer_id for c in mesh._to_offer(unlinked)] == partners[1:4]
+    assert offers == links  # more than degree, within max_degree: no random ones
+    mesh.config.degree, mesh.config.max_degree = 2, 3  # more links than max_degree: the first ones
+    assert [c.peer_id for c in mesh._to_offer(list(mesh.known.values()))] == links[:3]
+    unlinked = [c for c in mesh.known.values() if c.peer_id != links[0]]  # the first is linked, banned or retried later
+    assert [c.peer_id for c in mesh._to_offer(unlinked)] == links[1:4]
+    mesh.config.degree, mesh.config.max_degree = 7, 8
+    offers = [c.peer_id for c in mesh._to_offer(list(mesh.known.values()))]
+    assert offers[:6] == links and len(set(offers)) == 7  # then random peers up to degree
 
 
 async def test_a_random_mesh_offers_random_peers_up_to_degree_only() -> None:

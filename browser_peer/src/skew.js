@@ -38,9 +38,27 @@ export function exponentialNeighbors(me, swarm) {
   return partners;
 }
 
-/** The exponential partners of `me` to offer links to: not in `skip` (a Set), at most `room` of them. */
+/**
+ * The links `me` keeps in the exponential graph (peer/skew.py exponential_links): its partners
+ * i + 2^k, then the members whose partner it is, i - 2^k, distinct. Both ends offer the link: a
+ * peer is announced before it accepts links, and its own offer opens the link once it is ready.
+ */
+export function exponentialLinks(me, swarm) {
+  const order = sortedMembers(swarm);
+  const n = order.length;
+  if (n < 2) return [];
+  const i = order.indexOf(me);
+  const links = exponentialNeighbors(me, swarm);
+  for (let k = 0; k < hopsOf(n); k += 1) {
+    const p = order[(((i - 2 ** k) % n) + n) % n];
+    if (p !== me && !links.includes(p)) links.push(p);
+  }
+  return links;
+}
+
+/** The exponential links of `me` to offer: not in `skip` (a Set), at most `room` of them, in exponentialLinks order. */
 export function partnersToLink(me, swarm, skip, room) {
-  return exponentialNeighbors(me, swarm).filter((p) => !skip.has(p)).slice(0, Math.max(0, room));
+  return exponentialLinks(me, swarm).filter((p) => !skip.has(p)).slice(0, Math.max(0, room));
 }
 
 /** `k` distinct partners among `options` (all of them if fewer), in random order (`random`: [0, 1)). */

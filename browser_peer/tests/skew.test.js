@@ -9,7 +9,7 @@ import { test } from "node:test";
 
 import { Mesh } from "../src/mesh.js";
 import {
-  choosePartners, exponentialNeighbors, exponentialPartner, fanoutPartners, partnersToLink,
+  choosePartners, exponentialLinks, exponentialNeighbors, exponentialPartner, fanoutPartners, partnersToLink,
 } from "../src/skew.js";
 
 const VECTORS = JSON.parse(readFileSync(new URL("../../protocols/vectors/skew.json", import.meta.url), "utf8"));
@@ -28,8 +28,9 @@ function seeded(seed) {
 
 test("the exponential graph is Python's: neighbors and the partner of every round", () => {
   for (const { members, peers } of VECTORS.graphs) {
-    for (const { me, neighbors, partners_by_round: rounds } of peers) {
+    for (const { me, neighbors, links, partners_by_round: rounds } of peers) {
       assert.deepEqual(exponentialNeighbors(me, members), neighbors, `${members.length} members, ${me}`);
+      assert.deepEqual(exponentialLinks(me, members), links, `${members.length} members, ${me}: links`);
       rounds.forEach((want, r) => assert.equal(exponentialPartner(me, members, r), want, `${me} round ${r}`));
     }
   }
@@ -92,21 +93,22 @@ function meshOf(me, members, config) {
   return mesh;
 }
 
-test("an exponential mesh offers links to its exponential partners first, then random peers up to degree", () => {
-  const { members } = VECTORS.graphs.at(-1); // 13 members: 4 exponential partners each
+test("an exponential mesh offers its exponential links first, within maxDegree, then random peers up to degree", () => {
+  const { members } = VECTORS.graphs.find((g) => g.members.length === 8); // 8 members: +-1, +-2, +4 (5 links)
   const me = members[0];
-  const partners = exponentialNeighbors(me, members);
+  const links = exponentialLinks(me, members);
+  assert.equal(links.length, 5);
   const mesh = meshOf(me, members, { degree: 6, maxDegree: 8, mixing: "exponential" });
+  assert.deepEqual(mesh.exponentialPartners(), exponentialNeighbors(me, members));
   const offers = mesh._toOffer([...mesh.known.values()]).map((c) => c.peer_id);
-  assert.deepEqual(offers.slice(0, partners.length), partners);
-  assert.equal(offers.length, 6);
-  assert.equal(new Set(offers).size, 6);
+  assert.deepEqual(offers.slice(0, 5), links);
+  assert.equal(new Set(offers).size, 6); // and one random peer up to degree
 
-  const few = meshOf(me, members, { degree: 2, maxDegree: 3, mixing: "exponential" }); // partners beyond degree, within maxDegree
-  assert.deepEqual(few._toOffer([...few.known.values()]).map((c) => c.peer_id), partners.slice(0, 3));
+  const few = meshOf(me, members, { degree: 2, maxDegree: 3, mixing: "exponential" }); // links beyond degree, within maxDegree
+  assert.deepEqual(few._toOffer([...few.known.values()]).map((c) => c.peer_id), links.slice(0, 3));
 
-  const skipFirst = [...mesh.known.values()].filter((c) => c.peer_id !== partners[0]); // linked, banned or retried later
-  assert.deepEqual(mesh._toOffer(skipFirst).map((c) => c.peer_id).slice(0, 3), partners.slice(1));
+  const skipFirst = [...mesh.known.values()].filter((c) => c.peer_id !== links[0]); // linked, banned or retried later
+  assert.deepEqual(mesh._toOffer(skipFirst).map((c) => c.peer_id).slice(0, 4), links.slice(1));
 });
 
 test("a random mesh offers random peers up to degree only", () => {
