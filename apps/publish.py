@@ -30,9 +30,11 @@ import aiohttp
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from protocols.codecs import CodecId
 from protocols.crypto import public_key_bytes, sha256
 from peer.datafile import DataFile, read_data_file
 from protocols.dataset import encode_shard
+from protocols.frame import frame_size
 from protocols.manifest import (
     REGRESSION_LOSSES,
     BlobRef,
@@ -532,14 +534,38 @@ def build_publication(
     topology, specs, weights = keras_to_tfjs(keras_model)
     check_peers_can_build(keras_model, topology, specs, weights)
     blobs[sha256(weights).hex()] = weights
+    gossip, codec_notices = choose_codec(gossip or GossipConfig(), specs)
+    notices = [*notices, *codec_notices]
     manifest = Manifest(
         swarm_id=swarm_id or secrets.token_hex(16), name=name, publisher_key=public_key_bytes(key).hex(),
         model=ModelSpec(topology=topology, weights=specs,
                         initial_weights=BlobRef(digest=sha256(weights).hex(), size=len(weights)), python_only=python_only),
-        training=training, gossip=gossip or GossipConfig(), dataset=dataset,
+        training=training, gossip=gossip, dataset=dataset,
         ice_servers=ice_servers or [],
     )  # fmt: skip
     return Publication(sign_manifest(key, manifest), manifest, blobs, notices)
+
+
+LARGE_MODEL_FRAME = 4_000_000  # bytes of a float32 frame (about 1 M parameters) above which int8 is the default
+
+
+def choose_codec(gossip: GossipConfig, specs: list[WeightSpec]) -> tuple[GossipConfig, list[str]]:
+    """The wire codec: the publisher's if given, else int8 (with error feedback) for a model whose
+    float32 frame exceeds ``LARGE_MODEL_FRAME``, else float32.
+
+    int8 sends about a quarter of the bytes; at equal rounds it cost no accuracy against float32
+    on the MNIST MLPs of docs/research/codec/codec.json (``experiments/codec_table.py``), and a
+    large model is where the data channel's 5-8 MB/s binds. Small models keep float32: replicas
+    stay bit-identical after an exchange, which the tests and the consensus figures rely on.
+    """
+    if "codec" in gossip.model_fields_set:
+        return gossip, []
+    size = frame_size([tuple(w.shape) for w in specs], int(CodecId.FLOAT32))
+    if size <= LARGE_MODEL_FRAME:
+        return gossip, []
+    chosen = gossip.model_copy(update={"codec": "int8"})
+    return chosen, [f"the model's float32 frames are {size / 1e6:.0f} MB: exchanges use int8 with error feedback (about "
+                    f"{frame_size([tuple(w.shape) for w in specs], int(CodecId.INT8)) / 1e6:.0f} MB); --codec float32 keeps full precision"]
 
 
 def choose_loss(training: TrainingConfig, model: Any, raw: DataFile | Dataset | None) -> tuple[str, list[str]]:

@@ -45,3 +45,16 @@ def test_mixing_and_fanout_are_publish_options() -> None:
     assert (default.mixing, default.fanout) == ("random", 1)
     with pytest.raises(ValueError, match="^--fanout: "):
         _configs(_args("--fanout", "0"))
+
+
+def test_large_models_default_to_int8_and_an_explicit_codec_is_kept() -> None:
+    from apps.publish import choose_codec
+    from protocols.manifest import GossipConfig, WeightSpec
+
+    small = [WeightSpec(name="k", shape=[784, 128]), WeightSpec(name="b", shape=[128])]
+    large = [WeightSpec(name="k", shape=[784, 4096]), WeightSpec(name="k2", shape=[4096, 1536])]
+    assert choose_codec(GossipConfig(), small) == (GossipConfig(), [])
+    chosen, notes = choose_codec(GossipConfig(), large)
+    assert chosen.codec == "int8" and "--codec float32" in notes[0]
+    _, explicit = _configs(_args("--codec", "float32"))
+    assert choose_codec(explicit, large) == (explicit, [])
