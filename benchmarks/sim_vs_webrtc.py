@@ -64,7 +64,7 @@ def main() -> None:
 
     tf.config.experimental.enable_op_determinism()
     from research import sim
-    from research.webrtc import _run_one  # noqa: PLC2701 - the backend's one-run entry point
+    from research.webrtc import run_one
 
     out_path = RESULTS / "sim_vs_webrtc.json"
     previous = json.loads(out_path.read_text()) if args.skip_webrtc and out_path.exists() else None
@@ -81,7 +81,7 @@ def main() -> None:
         else:
             with tempfile.TemporaryDirectory() as tmp:
                 started = time.monotonic()
-                run = asyncio.run(_run_one(config(args, "webrtc"), Path(tmp) / method, method, args.seed, lambda done: None))
+                run = asyncio.run(run_one(config(args, "webrtc"), Path(tmp) / method, method, args.seed, lambda done: None))
                 entry["webrtc"] = {**summary(run.rows, args.target), "wall_s": round(time.monotonic() - started, 1), "rows": run.rows}
         print(method, "webrtc", {k: v for k, v in entry["webrtc"].items() if k != "rows"}, flush=True)
         for name, net in variants.items():

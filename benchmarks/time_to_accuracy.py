@@ -19,7 +19,7 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 
 from research.config import ExperimentConfig
-from research.webrtc import _run_one
+from research.webrtc import run_one
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -62,7 +62,7 @@ async def run(args: argparse.Namespace) -> dict:
                 "swarm": {"peers": args.peers, "local_steps": args.local_steps, "degree": 3, "codec": codec},
                 "budget": {"rounds": args.rounds, "eval_every": 1},
             })  # fmt: skip
-            result = await _run_one(config, Path(tmp) / f"{method}-{codec}", method, 0, lambda done: None)
+            result = await run_one(config, Path(tmp) / f"{method}-{codec}", method, 0, lambda done: None)
             name = f"{method} {codec}"
             results["variants"][name] = {
                 "seconds_to_target": first_time(result.rows, args.target), "final_mean_acc": result.rows[-1]["mean_acc"],

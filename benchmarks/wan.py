@@ -149,7 +149,7 @@ def time_to_accuracy(profile: str, peers: int, target: float, rounds: int, local
                      partition: str, alpha: float, seconds: float) -> dict[str, Any]:  # fmt: skip
     from benchmarks.time_to_accuracy import first_time
     from research.config import ExperimentConfig
-    from research.webrtc import _run_one  # noqa: PLC2701 - the backend's one-run entry point
+    from research.webrtc import run_one
 
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -161,7 +161,7 @@ def time_to_accuracy(profile: str, peers: int, target: float, rounds: int, local
                 "budget": {"rounds": rounds, "eval_every": 1, "seconds": seconds},
                 "network": {"profile": profile, "homes": 2},
             })  # fmt: skip
-            result = asyncio.run(_run_one(config, Path(tmp) / method, method, 0, lambda done: None))
+            result = asyncio.run(run_one(config, Path(tmp) / method, method, 0, lambda done: None))
             out[method] = {"seconds_to_target": first_time(result.rows, target), "final_mean_acc": result.rows[-1]["mean_acc"],
                            "bytes_sent": result.rows[-1]["bytes_sent"], "seconds": result.rows[-1]["time_s"]}  # fmt: skip
             print(profile, method, out[method], flush=True)

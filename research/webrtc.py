@@ -46,7 +46,7 @@ async def _run_all(config: ExperimentConfig, out: Path, show_progress: bool) -> 
         for seed in config.seeds:
             for method in config.methods:
                 task = bar.add_task(f"{method} seed {seed} (webrtc)", total=config.budget.rounds * config.swarm.local_steps)
-                results.append(await _run_one(config, out / "webrtc" / f"{method}-{seed}", method, seed,
+                results.append(await run_one(config, out / "webrtc" / f"{method}-{seed}", method, seed,
                                               lambda done, t=task: bar.update(t, completed=done)))  # fmt: skip
     return results
 
@@ -64,7 +64,10 @@ def _peer_args(config: ExperimentConfig, seed: int) -> list[str]:
     return extra + (["--duration", str(config.budget.seconds)] if config.budget.seconds else [])
 
 
-async def _run_one(config: ExperimentConfig, workdir: Path, method: str, seed: int, progress) -> RunResult:  # type: ignore[no-untyped-def]
+async def run_one(config: ExperimentConfig, workdir: Path, method: str, seed: int, progress) -> RunResult:  # type: ignore[no-untyped-def]
+    """One live run of ``method`` (gossip | central) with ``seed``: real server and peer processes on
+    loopback, or in the emulated internet when ``network.profile`` names a WAN profile; files under
+    ``workdir``. The benchmarks' entry point into the webrtc backend."""
     workdir.mkdir(parents=True, exist_ok=True)
     if config.network.profile not in (None, "loopback"):
         return await _run_one_in_netlab(config, workdir, method, seed, progress)
