@@ -295,8 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--learning-rate", type=float, help="optimizer learning rate (default 0.001)")
     g.add_argument("--batch-size", type=int, help="examples per local step (default 32)")
     g.add_argument("--loss", choices=["sparse_categorical_crossentropy", "categorical_crossentropy", "binary_crossentropy",
-                                      "mean_squared_error", "mean_absolute_error"],
-                   help="the task (default: what the model's output implies: softmax -> sparse_categorical_crossentropy, "
+                                      "mean_squared_error", "mean_absolute_error"], metavar="LOSS",
+                   help="the task: sparse_categorical_crossentropy, categorical_crossentropy, binary_crossentropy, "
+                        "mean_squared_error or mean_absolute_error (default: what the model's output implies: softmax -> sparse_categorical_crossentropy, "
                         "sigmoid -> binary_crossentropy, else mean_squared_error; a no-code MLP: regression when the "
                         "targets are fractional)")  # fmt: skip
     g.add_argument("--metrics", help="comma-separated: accuracy (classification), mae, mse (default: the task's, "
