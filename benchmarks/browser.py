@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -39,8 +38,7 @@ from peer.link import PeerLink
 from peer.mesh import Mesh, MeshConfig
 from protocols.chunking import Reassembler, split_frame
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from browser import chromium  # noqa: E402  (the same Chromium set-up as the browser tests)
+from apps.chromium import chromium  # the same Chromium set-up as the browser tests
 
 from benchmarks.transfer import machine  # noqa: E402
 

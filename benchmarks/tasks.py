@@ -111,9 +111,8 @@ def weights_scores(pub: Any, weights: list[list[float]]) -> dict[str, float]:
 
 
 async def open_tab(stack: AsyncExitStack, join_url: str) -> Any:
-    """A headless Chromium tab on the join link (tests/browser.py's set-up), closed with ``stack``."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    from browser import chromium
+    """A headless Chromium tab on the join link (apps/chromium.py, as the browser tests), closed with ``stack``."""
+    from apps.chromium import chromium
 
     browser = await stack.enter_async_context(chromium())
     page = await (await browser.new_context()).new_page()

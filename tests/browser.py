@@ -1,42 +1,15 @@
-"""Headless Chromium for browser tests (Playwright driving the system's /usr/bin/chromium).
+"""Headless Chromium for browser tests: ``apps.chromium`` (shared with the benchmarks) and helpers.
 
-Not a test module: tests import ``chromium()`` and the flags. The browser comes from
-``./scripts/setup.sh --browser`` (Debian's chromium); Playwright's own downloads are never used.
+Not a test module: tests import ``chromium()``, the flags and ``tab_accuracy``.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
-from playwright.async_api import Browser, async_playwright
+from apps.chromium import CHROMIUM, CHROMIUM_ARGS, chromium
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--allow-loopback-in-peer-connection",
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-    "--autoplay-policy=no-user-gesture-required",
-    "--disable-background-timer-throttling",
-    "--disable-renderer-backgrounding",
-    "--disable-backgrounding-occluded-windows",
-]
-
-
-@asynccontextmanager
-async def chromium() -> AsyncIterator[Browser]:
-    """A headless Chromium, closed on exit. Raises RuntimeError when it is not installed."""
-    if not Path(CHROMIUM).is_file():
-        raise RuntimeError(f"{CHROMIUM} is missing: run `./scripts/setup.sh --browser` to install Chromium")
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield browser
-        finally:
-            await browser.close()
-
+__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "TAB_WEIGHTS", "chromium", "tab_accuracy"]
 
 TAB_WEIGHTS = "() => window.swarmPeer.trainer.getWeights().map((w) => Array.from(w))"
 
