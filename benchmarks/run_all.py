@@ -86,6 +86,24 @@ def summary() -> str:
     return "\n".join(lines) + "\n"
 
 
+def _commit() -> str:
+    """HEAD, with ``-dirty`` when tracked files differ from it."""
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip() or "unknown"
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True).stdout
+    return head + ("-dirty" if dirty.strip() else "")
+
+
+def _stamp(name: str, commit: str) -> None:
+    """Record the commit and the command in ``<name>.json`` (the benchmark wrote its config and machine)."""
+    path = RESULTS / f"{name}.json"
+    data = json.loads(path.read_text())
+    data.setdefault("commit", commit)
+    data.setdefault("command", " ".join(["python", *SUITE[name]]) + " (via benchmarks.run_all)")
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)  # atomic: a killed run leaves the old file
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=sorted(SUITE), action="append")
@@ -98,7 +116,9 @@ def main() -> None:
                 print(f"skipping {name}: {module.name} is not here")
                 continue
             print(f"== {name}", flush=True)
+            commit = _commit()  # what the benchmark ran, recorded in its results file
             subprocess.run([sys.executable, *SUITE[name]], cwd=ROOT, check=True)
+            _stamp(name, commit)
     text = summary()
     (RESULTS / "SUMMARY.md").write_text(text)
     print(text)
