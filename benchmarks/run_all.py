@@ -89,7 +89,8 @@ def summary() -> str:
 def _commit() -> str:
     """HEAD, with ``-dirty`` when tracked files differ from it."""
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip() or "unknown"
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True).stdout
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results"],
+                           cwd=ROOT, capture_output=True, text=True).stdout  # earlier benchmarks' own outputs do not count
     return head + ("-dirty" if dirty.strip() else "")
 
 
