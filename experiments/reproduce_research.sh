@@ -11,4 +11,5 @@ done
 # Issue 11 figures (live engine): sim vs measured time, Ray scaling and 1,024 peers, label-skew remedies
 .venv/bin/python -m benchmarks.sim_vs_webrtc
 .venv/bin/python -m benchmarks.ray_scale
-PYTHONPATH=. .venv/bin/python experiments/skew_table.py --peers 16 64 --seeds 0 1 2
+PYTHONPATH=. .venv/bin/python experiments/skew_table.py
+PYTHONPATH=. .venv/bin/python experiments/codec_table.py

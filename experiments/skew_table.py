@@ -6,7 +6,7 @@ FedAvg rounds (``peers x 2 x frame x 40``) or the round cap, the time model meas
 (loopback link, Python step time). Writes docs/research/skew/skew.json (command, config per
 cell, git commit, machine, per seed the mean and worst-peer accuracy of every peer's model right
 after its last exchange, and of its model at the stop) and prints the table.
-Run: ``PYTHONPATH=. .venv/bin/python experiments/skew_table.py --peers 16 --seeds 0 1 2``.
+Run: ``PYTHONPATH=. .venv/bin/python experiments/skew_table.py`` (16 and 64 peers, seeds 0 1 2).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ VARIANTS = {"gossip": ("gossip", {}), "gossip + exponential graph": ("gossip", {
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--peers", type=int, nargs="+", default=[16])
+    p.add_argument("--peers", type=int, nargs="+", default=[16, 64])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--rounds", type=int, default=120, help="round cap")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "research" / "skew" / "skew.json")
