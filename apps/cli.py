@@ -57,8 +57,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         overrides |= {"turn_urls": args.turn_url, "turn_secret": load_turn_secret(Path(args.turn_secret_file)),
                       "turn_ttl_s": args.turn_ttl}  # fmt: skip
     stun = None if args.no_stun else args.stun_port
+    from .prepare import PREPARE_COMMAND
+
     config = ServerConfig(data_dir=data_dir, public_url=args.public_url, browser_dir=default_browser_dir(),
-                          stun_port=stun, stun_bind=args.host, stun_host=args.stun_host, **overrides)  # fmt: skip
+                          prepare_command=PREPARE_COMMAND, stun_port=stun, stun_bind=args.host, stun_host=args.stun_host, **overrides)  # fmt: skip
     print(f"serving {scheme}://{args.host}:{args.port}/ (swarm index at /swarms, no-code publishing at /peer/publish.html)")
     if stun is not None:
         print(f"STUN on udp {args.host}:{stun} (peers of swarms listing no ICE servers get it in their welcome)")

@@ -18,6 +18,8 @@ from aiohttp import web
 from signaling.app import default_browser_dir, make_app
 from signaling.config import ServerConfig
 
+from .prepare import PREPARE_COMMAND
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -28,6 +30,7 @@ def free_port() -> int:
 async def start_server(data_dir: Path, port: int = 0, **overrides: Any) -> tuple[web.AppRunner, str]:
     """Start the signaling server on 127.0.0.1; return its runner and base URL."""
     port = port or free_port()
+    overrides.setdefault("prepare_command", PREPARE_COMMAND)
     config = ServerConfig(data_dir=data_dir, browser_dir=default_browser_dir(), **overrides)
     runner = web.AppRunner(make_app(config), access_log=None)
     await runner.setup()

@@ -248,7 +248,9 @@ def _check_weights_fit(model_json: Path, config: dict, skeleton: Any) -> None:
     have = 0
     for group in config["weightsManifest"]:
         for name in group.get("paths", []):
-            shard = model_json.parent / name
+            shard = model_json.parent / str(name)
+            if shard.resolve().parent != model_json.parent.resolve():  # a hostile model.json must not read other files
+                raise PublishInputError(f"{model_json}: weight path {name!r} must be a file name next to model.json")
             if not shard.is_file():
                 raise PublishInputError(f"{model_json}: weight file {name} is missing")
             have += shard.stat().st_size

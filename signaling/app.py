@@ -2,6 +2,7 @@
 
 - ``membership``: the WebSocket (``/ws``): challenge, join, welcome, relay, reports, leave;
 - ``publishing``: ``/api/publish`` (upload and limits), ``/api/datasets``;
+- ``prepare``: ``/api/prepare`` (a model/data file turned into an unsigned draft, in a child process);
 - ``catalog``: ``/api/swarms``, a swarm's manifest, board and receipts, ``/health``;
 - ``content``: blobs (``/content``), the index page, a swarm's join and board pages, ``/peer/``;
 - ``tls``: the TLS context and a LAN server's self-signed certificate (used by ``swarm serve``);
@@ -10,11 +11,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from . import catalog, content, membership, publishing
+from . import catalog, content, membership, prepare, publishing
 from .config import ServerConfig
 from .content import default_browser_dir
 from .limits import AddressLimits
@@ -41,6 +43,7 @@ def make_app(config: ServerConfig) -> web.Application:
     )  # fmt: skip
     app[STORE] = ContentStore(config.data_dir)
     app[REGISTRY] = Registry()
+    app[prepare.PREPARING] = asyncio.Lock()
     _routes(app.router, config)
     app.on_shutdown.append(membership.close_sockets)
     if config.stun_port is not None:
@@ -56,6 +59,7 @@ def _routes(router: web.UrlDispatcher, config: ServerConfig) -> None:
     router.add_get("/api/publish", publishing.publish_limits)
     router.add_post("/api/publish", publishing.publish)
     router.add_get("/api/datasets", publishing.list_datasets)
+    router.add_post("/api/prepare", prepare.prepare)
     router.add_get("/api/swarms", catalog.list_swarms)
     router.add_get("/api/swarms/{swarm_id}", catalog.get_swarm)
     router.add_get("/api/swarms/{swarm_id}/board", catalog.get_board)

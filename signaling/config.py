@@ -28,6 +28,9 @@ class ServerConfig(BaseModel):
     uploads_per_minute_per_address: float = 10.0
     exempt_loopback: bool = True  # behind a reverse proxy every client is 127.0.0.1: limit at the proxy
     browser_dir: Path | None = None  # browser_peer/ to serve at /peer/ (issue 3)
+    # POST /api/prepare runs this command with REQUEST.json OUT.json (``swarm serve``: python -m apps.prepare)
+    prepare_command: list[str] | None = Field(default=None, max_length=16)
+    prepare_timeout_s: float = Field(default=300.0, gt=0)
     # ICE for peers behind NATs (signaling.ice): the server's own STUN, and TURN credentials it issues
     stun_port: int | None = Field(default=None, ge=0, le=65535, description="UDP port of the STUN server; None: off")
     stun_bind: str = "0.0.0.0"  # address the STUN socket binds (the CLI uses --host)

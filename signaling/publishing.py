@@ -40,7 +40,7 @@ async def publish(request: web.Request) -> web.Response:
     while (part := await reader.next()) is not None:
         if not isinstance(part, BodyPartReader):
             return json_error(400, "bad_request", "nested multipart bodies are not accepted")
-        data = await _read_bounded(part, cfg.max_upload_bytes - total)
+        data = await read_bounded(part, cfg.max_upload_bytes - total)
         total += len(data) if data is not None else cfg.max_upload_bytes + 1
         if data is None or total > cfg.max_upload_bytes:
             return json_error(413, "too_large", f"upload exceeds {cfg.max_upload_bytes} bytes; nothing stored")
@@ -64,7 +64,7 @@ async def publish(request: web.Request) -> web.Response:
                               "join_url": join_url(request, manifest.swarm_id)}, status=201)  # fmt: skip
 
 
-async def _read_bounded(part: BodyPartReader, budget: int) -> bytes | None:
+async def read_bounded(part: BodyPartReader, budget: int) -> bytes | None:
     """Read one part, or None as soon as it exceeds ``budget`` bytes (never buffers more)."""
     buf = bytearray()
     while chunk := await part.read_chunk(64 * 1024):

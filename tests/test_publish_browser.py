@@ -1,4 +1,4 @@
-"""The no-code page: a browser designs an MLP, signs the manifest with its own key, publishes.
+"""The publish page: a browser designs an MLP, reviews it, signs the manifest with its own key, publishes.
 
 Headless Chromium drives ``/peer/publish.html`` against a real server that already hosts the
 built-in MNIST (published once from Python); the page's swarm must be listed, its manifest
@@ -38,11 +38,18 @@ async def test_publish_page_publishes_an_mlp_that_python_peers_can_build(server:
         await page.fill("#local_steps", "20")
         # a TURN password would be public in the manifest: the server refuses it and says what to do instead
         await page.fill("#ice_servers", "stun:stun.example.org:3478\nturn:turn.example.org:3478,user,secret")
+        await page.click("#review")
+        await page.wait_for_selector("#review-section[data-ready='1']", timeout=30_000)
+        review = await page.text_content("#review-table") or ""
+        assert "Dense(64, relu) > Dense(16, tanh) > Dense(10, softmax)" in review, review
         await page.click("#publish")
         refusal = page.locator("p.error")
         await refusal.wait_for(timeout=30_000)
         assert "TURN password" in (await refusal.text_content() or "") and "--turn-secret-file" in (await refusal.text_content() or "")
         await page.fill("#ice_servers", "stun:stun.example.org:3478")
+        assert await page.is_hidden("#review-section")  # a changed form must be reviewed again
+        await page.click("#review")
+        await page.wait_for_selector("#review-section[data-ready='1']", timeout=30_000)
         await page.click("#publish")
         await page.wait_for_selector("#join-link", timeout=30_000)
         swarm_id = await page.text_content("#swarm-id")
