@@ -91,3 +91,33 @@ async def test_a_kaggle_style_csv_label_first_0_255_trains_sensibly_and_a_misfit
         accuracy = await tab_accuracy(page, m, pub.blobs[m.model.initial_weights.digest], tx, ty)
     assert losses[-1] < 0.7, losses  # the garbage level the issue saw: about 14
     assert accuracy > 0.8, accuracy
+
+
+async def test_a_swarm_without_a_dataset_starts_the_tab_from_the_csv_it_picks(server: str, tmp_path: Path) -> None:
+    """A swarm published with no dataset (`--dataset none`): the tab waits for a CSV, checks it
+    against the model from the manifest alone (no trainer exists yet), then trains on it, with
+    its own file as its test set."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from apps.publish import DataOptions, build_publication
+
+    from publish_helpers import blobs_csv
+
+    pub = build_publication(Ed25519PrivateKey.generate(), hidden=[(16, "relu")], input_size=8, classes=3,
+                            data=DataOptions("none"), name="bring-your-own")  # fmt: skip
+    join_url = (await upload(server, pub))["join_url"]
+    good, misfit = blobs_csv(tmp_path / "blobs.csv", n=300), tmp_path / "misfit.csv"
+    misfit.write_text("a,b,label\n0.1,0.2,1\n0.3,0.4,2\n")
+    async with chromium() as browser:
+        page = await (await browser.new_context()).new_page()
+        await page.goto(join_url)
+        await page.wait_for_function("window.swarmPeer && window.swarmPeer.status.includes('publishes no dataset')", timeout=60_000)
+        await page.set_input_files("#csv", str(misfit))
+        await page.wait_for_function("window.swarmPeer.status.includes('cannot use misfit.csv')")
+        assert "this model takes 8" in await page.evaluate("() => window.swarmPeer.status")
+        await page.set_input_files("#csv", str(good))
+        await page.wait_for_function("window.swarmPeer.status === 'training'", timeout=120_000)
+        assert "training on 300 examples from blobs.csv" in await page.evaluate(LOG)
+        await page.wait_for_function("window.swarmPeer.history.some((r) => r.step >= 300 && r.testAcc !== null)", timeout=180_000)
+        last = await page.evaluate("() => window.swarmPeer.history.filter((r) => r.testAcc !== null).at(-1)")
+    assert last["testAcc"] > 0.9, last  # well-separated blobs: far above the 1/3 of guessing

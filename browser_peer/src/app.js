@@ -3,9 +3,10 @@
 // The mesh's signaling counters and each link's ICE pair are read from peer.mesh itself
 // (stats, links), which is also where tests read them.
 /* global Chart */
-import { readOwnCsv, swarmOf } from "./datafile.js";
+import { readOwnCsv, swarmOf, swarmOfManifest } from "./datafile.js";
 import { fetchManifest, pinPublisher, publisherPinFromHash } from "./manifest.js";
 import { BrowserPeer } from "./peer.js";
+import { numClassesOf } from "./trainer.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -147,6 +148,15 @@ function renderSignaling(mesh) {
   $("signal-rejected").tBodies[0].innerHTML = refused.map(([r, n]) => `<tr><td>${r}</td><td>${n}</td></tr>`).join("");
 }
 
+/** True when the swarm's manifest has no dataset (the tab waits for a CSV); a manifest that does not load is left to peer.start(). */
+async function publishesNoDataset() {
+  try {
+    return (await fetchManifest(location.origin, swarmId)).manifest.dataset == null;
+  } catch {
+    return false;
+  }
+}
+
 /**
  * A swarm published for Python peers only (manifest model.python_only: its model has layers
  * TensorFlow.js cannot load or train) is explained, with the command that joins it, instead of
@@ -225,9 +235,24 @@ async function main() {
     const r = await peer.evaluate(null);
     $("eval-result").textContent = `test accuracy ${(100 * r.accuracy).toFixed(2)}% on ${peer.trainer.test.n} examples (loss ${r.loss.toFixed(3)})`;
   };
+  let ownDataPicked = null; // resolves with the first usable CSV when the swarm publishes no dataset
+  const picked = new Promise((resolve) => { ownDataPicked = resolve; });
   $("csv").onchange = async (e) => {
     const file = e.target.files[0];
-    if (!file || !peer.trainer) return;
+    if (!file) return;
+    if (!peer.trainer) { // nothing to train on yet: the file is this tab's data from the start
+      try {
+        const { manifest } = await fetchManifest(location.origin, swarmId);
+        const data = readOwnCsv(new Uint8Array(await file.arrayBuffer()), swarmOfManifest(manifest, numClassesOf));
+        for (const notice of data.notices) peer.log(`${file.name}: ${notice}`);
+        peer.log(`training on ${data.n} examples from ${file.name} (they never leave this device)`);
+        ownDataPicked(data);
+      } catch (err) {
+        peer.status = `cannot use ${file.name}: ${err.message} (choose another file)`;
+        peer.log(peer.status);
+      }
+      return;
+    }
     try {
       // read as `swarm join --data` reads a file (datafile.js): label column, class names, pixel scaling
       const data = readOwnCsv(new Uint8Array(await file.arrayBuffer()), swarmOf(peer.trainer));
@@ -242,6 +267,10 @@ async function main() {
   setupDrawing(peer);
   setInterval(() => render(peer, charts), 500);
   render(peer, charts);
+  if (await publishesNoDataset()) {
+    peer.status = "this swarm publishes no dataset: choose a CSV file of your own to start training";
+    peer.ownData = await picked;
+  }
   await peer.start();
   $("toggle").disabled = false;
   $("download").disabled = false;

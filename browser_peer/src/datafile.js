@@ -243,6 +243,26 @@ export function swarmOf(trainer) {
   };
 }
 
+/** The input shape of a layers topology (its first layer's batch input shape, batch dimension
+ * dropped), or null when the topology does not state it; mirrors signaling/publishing.py _input_shape. */
+export function topologyInputShape(topology) {
+  const inner = topology?.model_config ?? topology;
+  const cfg = inner?.config?.layers?.[0]?.config ?? {};
+  const shape = cfg.batch_input_shape ?? cfg.batchInputShape ?? cfg.batch_shape;
+  return Array.isArray(shape) && shape.length > 1 && shape.slice(1).every((d) => Number.isInteger(d) && d > 0) ? shape.slice(1) : null;
+}
+
+/**
+ * What a CSV must fit before any trainer exists (a swarm that publishes no dataset): as swarmOf,
+ * from the manifest; `numClassesOf` is trainer.js's rule (passed in: this module needs no TF.js).
+ */
+export function swarmOfManifest(manifest, numClassesOf) {
+  const inputShape = topologyInputShape(manifest.model.topology);
+  if (!inputShape) throw new DataFileError("the published model does not state its input shape, so no CSV can be checked against it");
+  const outWidth = manifest.model.weights.at(-1).shape.at(-1);
+  return { inputShape, numClasses: numClassesOf(manifest, outWidth), classNames: manifest.dataset?.class_names ?? null, outWidth, pixels: null };
+}
+
 const stringOf = (v) => (typeof v === "number" ? String(v) : String(v).trim());
 
 /** For a file with no column named label: the first or last column, if only it holds the swarm's labels. */
