@@ -75,6 +75,9 @@ async def run(peers: int, target: float, timeout: float) -> dict:
         "final_test_acc": [r.get("test_acc") for r in rows], "steps": [r.get("step") for r in rows],
         "neighbors": [r.get("neighbors") for r in rows],
         "exchanges_merged": [r.get("exchanges", {}).get("merged") for r in rows],
+        # every outcome of the exchanges peers started, summed over peers (merged, declined, busy, timeout, ...)
+        "exchange_outcomes": {k: sum(r.get("exchanges", {}).get(k, 0) or 0 for r in rows)
+                              for k in sorted({k for r in rows for k in r.get("exchanges", {})})},
         "peak_rss_mb": {"max": max(peaks), "mean": sum(peaks) / len(peaks), "all": peaks},
         # RSS counts TensorFlow's shared libraries in full in every process; PSS splits them
         "pss_mb": {"max": max(s["pss"] for s in shares), "mean": sum(s["pss"] for s in shares) / len(shares)},

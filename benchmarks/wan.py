@@ -222,9 +222,11 @@ def attempt(measure: Any, *args: Any) -> dict[str, Any]:
         return {"error": f"{type(exc).__name__}: {str(exc)[-500:]}"}
 
 
-def save(results: dict[str, Any]) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "wan.json").write_text(json.dumps(results, indent=1) + "\n")
+def save(results: dict[str, Any], out: Path = RESULTS / "wan.json") -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=1) + "\n")
+    tmp.replace(out)  # atomic: a run killed mid-write keeps the previous file
 
 
 def main() -> None:
@@ -243,6 +245,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=20, help="frames for the rate (default 20, 8 MB)")
     parser.add_argument("--no-training", action="store_true", help="transfers only (no time-to-accuracy runs)")
     parser.add_argument("--no-browser", action="store_true", help="no browser<->Python transfers (they need Chromium)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "wan.json", help="results file (default benchmarks/results/wan.json)")
     args = parser.parse_args()
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -274,11 +277,11 @@ def main() -> None:
                                                     args.local_steps, args.eval_examples, args.partition, args.alpha,
                                                     args.seconds)  # fmt: skip
             entry["load_average_after"] = os.getloadavg()  # other work on the machine slows the CPU-bound figures
-            save(results)  # after every profile: a later failure keeps what was measured
+            save(results, args.out)  # after every profile: a later failure keeps what was measured
     results["table"] = table(results)
-    save(results)
+    save(results, args.out)
     print(results["table"])
-    print(f"machine: {platform.platform()}; results in {RESULTS / 'wan.json'}")
+    print(f"machine: {platform.platform()}; results in {args.out}")
 
 
 if __name__ == "__main__":

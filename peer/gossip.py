@@ -133,6 +133,8 @@ class GossipEngine:
         self._held_for: str | None = None  # the proposer we accepted and wait for
         self._hold_timer: asyncio.TimerHandle | None = None
         self._responding = False  # merging a request: an initiate() racing it would overwrite it
+        self.interleaved = 0  # our merges that landed after we served another neighbor meanwhile
+        self._merges = 0  # merges into our model so far: tells _merge_into whether another exchange landed meanwhile
 
     @property
     def busy(self) -> bool:
@@ -167,7 +169,7 @@ class GossipEngine:
                 if not accepted:
                     return Outcome.DECLINED
             async with self.model.lock:
-                sent = self.model.current()
+                sent, merges_at_send = self.model.current(), self._merges
             try:
                 async with asyncio.timeout(timeout):
                     reply = await transport.request(peer, sent)
@@ -181,22 +183,37 @@ class GossipEngine:
             if reply is None:
                 return Outcome.DECLINED
             async with self.model.lock:
-                self._merge_into(sent, reply)
+                self._merge_into(sent, reply, merges_at_send)
             return Outcome.MERGED
         finally:
             self._initiating = None
 
-    def _merge_into(self, sent: Update, reply: Update) -> None:
+    def _merge_into(self, sent: Update, reply: Update, merges_at_send: int | None = None) -> None:
         """Merge ``reply`` into our model; call under ``model.lock``.
 
-        The averaging step is computed against ``sent``, the model the partner merged with; if
-        we trained since (``step`` moved), that step is added to the model we have now,
-        ``w <- w_now + (average(sent, reply) - sent)``, so the local progress made while the
-        exchange was in flight is kept (docs/PROTOCOL.md "Exchanges beside training").
+        The averaging step is computed against ``sent``, the model the partner merged with.
+        Nothing happened meanwhile: the average is assigned as computed (two replicas that just
+        exchanged are bit-identical). We trained since (``step`` moved): that step is added to
+        the model we have now, ``w <- w_now + (average(sent, reply) - sent)``, so the local
+        progress is kept. We also served another neighbor meanwhile (``merges_at_send`` is
+        behind): the step is taken on the gossip sums instead, ``s = n·w`` and ``n``,
+        ``s <- s_now + (n'·average - n_sent·w_sent)``, ``n <- n_now + (n' - n_sent)``, which are
+        linear in what each side holds, so every exchange still moves as much out of one peer as
+        into the other and the swarm's weighted mean is kept exactly (push-sum's invariant,
+        Kempe, Dobra and Gehrke 2003). docs/PROTOCOL.md "Exchanges beside training".
         """
         merged, weight = self.average(sent.weights, sent.weight, reply.weights, reply.weight)
         now = self.model.current()
-        if now.step != sent.step:
+        served_meanwhile = merges_at_send is not None and self._merges != merges_at_send
+        self._merges += 1
+        if served_meanwhile:
+            self.interleaved += 1
+            total = now.weight + (weight - sent.weight)
+            merged = [((now.weight * np.asarray(n, np.float64) + weight * np.asarray(m, np.float64)
+                        - sent.weight * np.asarray(s, np.float64)) / total).astype(np.float32)
+                      for n, m, s in zip(now.weights, merged, sent.weights, strict=True)]  # fmt: skip
+            weight = total
+        elif now.step != sent.step:
             merged = [(np.asarray(n, np.float64) + (np.asarray(m, np.float64) - s)).astype(np.float32)
                       for n, m, s in zip(now.weights, merged, sent.weights, strict=True)]  # fmt: skip
         self.model.assign(merged, weight)
@@ -214,12 +231,15 @@ class GossipEngine:
         if self._held_for is not None or self._responding:
             self.declined_requests += 1
             return False
-        if self._initiating is not None:
+        if self._initiating == peer:  # crossing proposals: the smaller id's is the exchange
             if not self._answers_crossing(peer):
                 self.declined_requests += 1
                 return False
             self._crossed_with = peer  # our own proposal's answer (a decline) ends our attempt
             self.crossed += 1
+        # initiating with someone else does not make us busy for a proposer: its exchange is
+        # served while ours is in flight, and our merge keeps it (``_merge_into``). Declining
+        # here left most proposals of a busy mesh declined (benchmarks/mesh_scale.py outcomes).
         self._hold(peer)
         return True
 
@@ -263,6 +283,7 @@ class GossipEngine:
                 mine = self.model.current()
                 merged, weight = self.average(mine.weights, mine.weight, update.weights, update.weight)
                 self.model.assign(merged, weight)
+                self._merges += 1
         finally:
             self._responding = False
         self.served += 1

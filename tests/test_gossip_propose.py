@@ -145,3 +145,57 @@ def test_the_exchange_deadline_grows_with_the_frame_and_the_link() -> None:
     assert big == 2 * (2 * 38.0)
     assert exchange_deadline(38_000_000, 5e6, 0.1, floor_s=floor) == 2 * (2 * 38e6 / 5e6 + 0.4)
     assert exchange_deadline(10**12, 1.0, None, floor_s=floor) == 600.0  # bounded
+
+
+async def test_a_peer_initiating_with_one_neighbor_serves_another_and_its_merge_keeps_both() -> None:
+    """Initiating does not make a peer busy for a third neighbor's proposal (in a busy mesh that
+    rule declined most proposals): a serves c while its own exchange with b is in flight, and its
+    merge adds the a-b averaging step to the model the a-c exchange left, so what the three hold
+    still sums to what they held (push-pull gossip keeps the sum)."""
+    rng = np.random.default_rng(12)
+    models = {p: _Model(_model(rng), 1.0) for p in (A, B, C)}
+    before = {p: m.current().weights for p, m in models.items()}
+    engines = {p: GossipEngine(m, peer_id=p) for p, m in models.items()}
+    sent: list[str] = []
+    slow_a = _Proposing(engines, A, 0.05, sent)  # a's exchange with b is slow ...
+    a_exchange = asyncio.create_task(engines[A].initiate(B, slow_a, 2.0))
+    await asyncio.sleep(0.12)  # ... and in flight when c proposes to a
+    assert engines[A].busy
+    assert await engines[C].initiate(A, _Proposing(engines, C, 0.0, sent), 2.0) == Outcome.MERGED
+    assert await a_exchange == Outcome.MERGED
+    assert engines[A].declined_requests == 0 and engines[A].served == 1 and engines[A].interleaved == 1
+    for i in range(2):
+        np.testing.assert_allclose(models[A].weights[i], (before[B][i] + before[C][i]) / 2, atol=1e-6)
+        total = sum(models[p].weights[i] for p in (A, B, C))
+        np.testing.assert_allclose(total, sum(before[p][i] for p in (A, B, C)), atol=1e-5)
+    assert models[A].n == 1.0
+
+
+async def test_interleaved_exchanges_with_proposals_still_converge_to_the_exact_weighted_mean() -> None:
+    """Peers serve proposals while their own exchange is in flight, so exchanges interleave; the
+    merge on the gossip sums (``_merge_into``) keeps the weighted mean exact anyway."""
+    import random
+
+    from peer.averaging import consensus_distance
+
+    rng = np.random.default_rng(13)
+    ids = [chr(ord("a") + i) * 32 for i in range(6)]
+    models = {p: _Model(_model(rng), float(10 * (i + 1))) for i, p in enumerate(ids)}
+    target = weighted_average([(m.weights, m.n) for m in models.values()])
+    engines = {p: GossipEngine(m, peer_id=p) for p, m in models.items()}
+    transports = {p: _Proposing(engines, p, 0.002, []) for p in ids}
+    ring = {p: [ids[(i - 1) % 6], ids[(i + 1) % 6]] for i, p in enumerate(ids)}
+    pick = random.Random(0)
+    before = consensus_distance([m.weights for m in models.values()])
+
+    async def jittered(p: str) -> Outcome:
+        await asyncio.sleep(pick.random() * 0.004)
+        return await engines[p].initiate(pick.choice(ring[p]), transports[p], 1.0)
+
+    outcomes = [o for _ in range(150) for o in await asyncio.gather(*(jittered(p) for p in ids))]
+    assert sum(e.served for e in engines.values()) > 0 and Outcome.TIMEOUT not in outcomes
+    assert sum(e.interleaved for e in engines.values()) > 0  # the case this test is about happened
+    assert consensus_distance([m.weights for m in models.values()]) < 1e-4 * before
+    for m in models.values():
+        for got, want in zip(m.weights, target, strict=True):
+            np.testing.assert_allclose(got, want, atol=1e-5)

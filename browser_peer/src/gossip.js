@@ -93,6 +93,8 @@ export class GossipEngine {
     this._heldFor = null; // the proposer we accepted and wait for
     this._holdTimer = null;
     this._responding = false; // merging a request: an initiate() racing it would overwrite it
+    this.interleaved = 0; // our merges that landed after we served another neighbor meanwhile
+    this._merges = 0; // merges into our model so far: tells _mergeInto whether another exchange landed meanwhile
   }
 
   get busy() {
@@ -126,7 +128,7 @@ export class GossipEngine {
         if (this._crossedWith === peerId) return Outcome.CROSSED; // we hold for the partner's proposal instead
         if (!accepted) return Outcome.DECLINED;
       }
-      const sent = await this.model.lock.run(() => this.model.current());
+      const [sent, mergesAtSend] = await this.model.lock.run(() => [this.model.current(), this._merges]);
       let reply;
       try {
         reply = await withTimeout((signal) => transport.request(peerId, sent, signal), timeoutMs, "exchange");
@@ -136,7 +138,7 @@ export class GossipEngine {
       }
       if (this._crossedWith === peerId) return Outcome.CROSSED; // merged as its responder already
       if (reply === null) return Outcome.DECLINED;
-      await this.model.lock.run(() => this._mergeInto(sent, reply));
+      await this.model.lock.run(() => this._mergeInto(sent, reply, mergesAtSend));
       return Outcome.MERGED;
     } finally {
       this._initiating = null;
@@ -144,23 +146,32 @@ export class GossipEngine {
   }
 
   /**
-   * Merge `reply` into our model; call under model.lock. The averaging step is computed against
-   * `sent`, the model the partner merged with; if we trained since (step moved), that step is
-   * added to the model we have now, w <- w_now + (average(sent, reply) - sent), so the local
-   * progress made while the exchange was in flight is kept.
+   * Merge `reply` into our model; call under model.lock (peer/gossip.py _merge_into). Nothing
+   * happened meanwhile: the average as computed. We trained since (step moved): the averaging
+   * step is added to the model we have now, w <- w_now + (average(sent, reply) - sent). We also
+   * served another neighbor meanwhile (mergesAtSend is behind): the step is taken on the gossip
+   * sums s = n·w and n (linear, so the swarm's weighted mean is kept exactly, as push-sum).
    */
-  _mergeInto(sent, reply) {
+  _mergeInto(sent, reply, mergesAtSend = null) {
     let [merged, weight] = this.average(sent.weights, sent.weight, reply.weights, reply.weight);
     const now = this.model.current();
-    if (now.step !== sent.step) {
-      merged = now.weights.map((n, i) => {
-        const m = merged[i];
-        const s = sent.weights[i];
-        if (n.length !== m.length || s.length !== m.length) throw new Error("layouts differ");
-        const out = new Float32Array(n.length);
-        for (let j = 0; j < n.length; j++) out[j] = n[j] + (m[j] - s[j]);
-        return out;
-      });
+    const servedMeanwhile = mergesAtSend !== null && this._merges !== mergesAtSend;
+    this._merges += 1;
+    const combine = (f) => now.weights.map((n, i) => {
+      const m = merged[i];
+      const s = sent.weights[i];
+      if (n.length !== m.length || s.length !== m.length) throw new Error("layouts differ");
+      const out = new Float32Array(n.length);
+      for (let j = 0; j < n.length; j++) out[j] = f(n[j], m[j], s[j]);
+      return out;
+    });
+    if (servedMeanwhile) {
+      this.interleaved += 1;
+      const total = now.weight + (weight - sent.weight);
+      merged = combine((n, m, s) => (now.weight * n + weight * m - sent.weight * s) / total);
+      weight = total;
+    } else if (now.step !== sent.step) {
+      merged = combine((n, m, s) => n + (m - s));
     }
     this.model.assign(merged, weight);
   }
@@ -181,7 +192,7 @@ export class GossipEngine {
       this.declinedRequests += 1;
       return false;
     }
-    if (this._initiating !== null) {
+    if (this._initiating === peerId) { // crossing proposals: the smaller id's is the exchange
       if (!this._answersCrossing(peerId)) {
         this.declinedRequests += 1;
         return false;
@@ -189,6 +200,8 @@ export class GossipEngine {
       this._crossedWith = peerId; // our own proposal's answer (a decline) ends our attempt
       this.crossed += 1;
     }
+    // initiating with someone else does not make us busy for a proposer: its exchange is served
+    // while ours is in flight, and our merge keeps it (_mergeInto), as peer/gossip.py on_propose
     this._hold(peerId);
     return true;
   }
@@ -237,6 +250,7 @@ export class GossipEngine {
         const current = this.model.current();
         const [merged, weight] = this.average(current.weights, current.weight, update.weights, update.weight);
         this.model.assign(merged, weight);
+        this._merges += 1;
         return current;
       });
     } finally {

@@ -184,6 +184,25 @@ test("a decline costs no weights: a responder holding for another proposer decli
   engines[B]._releaseHold();
 });
 
+test("a peer initiating with one neighbor serves another's proposal and its merge keeps both (peer/gossip.py)", async () => {
+  const r = rng(12);
+  const [a, b, c] = [1, 1, 1].map(() => new ArrayModel(randomModel(r), 1));
+  const before = [a, b, c].map((m) => m.current().weights);
+  const engines = { [A]: new GossipEngine(a, pairAverage, A), [B]: new GossipEngine(b, pairAverage, B), [C]: new GossipEngine(c, pairAverage, C) };
+  const aExchange = engines[A].initiate(B, new InMemoryTransport(engines, A, 50), 2000); // slow ...
+  await sleep(120); // ... and in flight when c proposes to a
+  assert.equal(engines[A].busy, true);
+  assert.equal(await engines[C].initiate(A, new InMemoryTransport(engines, C), 2000), Outcome.MERGED);
+  assert.equal(await aExchange, Outcome.MERGED);
+  assert.equal(engines[A].declinedRequests, 0);
+  assert.equal(engines[A].served, 1);
+  assert.equal(engines[A].interleaved, 1);
+  assertClose(a.weights, before[1].map((w, i) => w.map((v, j) => (v + before[2][i][j]) / 2)), 1e-5);
+  const total = (ms) => ms[0].map((w, i) => w.map((_, j) => ms.reduce((s, m) => s + m[i][j], 0)));
+  assertClose(total([a.weights, b.weights, c.weights]), total(before), 1e-4); // push-pull keeps the sum
+  assert.equal(a.n, 1);
+});
+
 test("a hold expires when the accepted proposer never sends its request", async () => {
   const r = rng(9);
   const [a, b, c] = [1, 2, 3].map((n) => new ArrayModel(randomModel(r), n));
