@@ -108,6 +108,21 @@ def exchange_deadline(frame_bytes: int, rate_bytes_s: float | None, rtt_s: float
     return min(max(floor_s, 2.0 * expected), ceiling_s)
 
 
+def interleaved_merge(now: Weights, n_now: float, merged: Weights, n_merged: float, sent: Weights,
+                      n_sent: float) -> tuple[Weights, float]:
+    """An averaging step ``sent -> merged`` applied to ``now`` on the gossip sums ``s = n·w``:
+    ``s = n_now·now + n_merged·merged - n_sent·sent`` and ``n = n_now + n_merged - n_sent``;
+    returns ``(s / n, n)`` (float32 tensors of ``now``'s shapes). Linear in each side's sums, so
+    the swarm's ``Σ n·w`` and ``Σ n`` are kept however exchanges interleave (push-sum's
+    invariant, Kempe, Dobra and Gehrke 2003). Raises ValueError for different layouts."""
+    if not len(now) == len(merged) == len(sent):
+        raise ValueError("models to merge have different tensor layouts")
+    total = n_now + (n_merged - n_sent)
+    out = [((n_now * np.asarray(a, np.float64) + n_merged * np.asarray(m, np.float64) - n_sent * np.asarray(s, np.float64))
+            / total).astype(np.float32) for a, m, s in zip(now, merged, sent, strict=True)]  # fmt: skip
+    return out, total
+
+
 class GossipEngine:
     """One peer's side of every exchange: initiates, answers proposals and requests, merges.
 
@@ -118,9 +133,11 @@ class GossipEngine:
     """
 
     def __init__(self, model: LocalModel, average: Callable[..., tuple[Weights, float]] = pair_average,
-                 peer_id: str | None = None, hold_s: Callable[[str], float] | float = 10.0) -> None:  # fmt: skip
+                 peer_id: str | None = None, hold_s: Callable[[str], float] | float = 10.0,
+                 interleave: Callable[..., tuple[Weights, float]] | None = None) -> None:  # fmt: skip
         self.model = model
         self.average = average
+        self.interleave = interleave or interleaved_merge  # the simulator records it instead of computing it
         self.peer_id = peer_id  # ours: breaks crossing proposals (None: every busy proposal is declined)
         self.hold_s = hold_s if callable(hold_s) else (lambda peer, s=float(hold_s): s)
         self.outcomes: dict[Outcome, int] = {o: 0 for o in Outcome}
@@ -208,11 +225,7 @@ class GossipEngine:
         self._merges += 1
         if served_meanwhile:
             self.interleaved += 1
-            total = now.weight + (weight - sent.weight)
-            merged = [((now.weight * np.asarray(n, np.float64) + weight * np.asarray(m, np.float64)
-                        - sent.weight * np.asarray(s, np.float64)) / total).astype(np.float32)
-                      for n, m, s in zip(now.weights, merged, sent.weights, strict=True)]  # fmt: skip
-            weight = total
+            merged, weight = self.interleave(now.weights, now.weight, merged, weight, sent.weights, sent.weight)
         elif now.step != sent.step:
             merged = [(np.asarray(n, np.float64) + (np.asarray(m, np.float64) - s)).astype(np.float32)
                       for n, m, s in zip(now.weights, merged, sent.weights, strict=True)]  # fmt: skip

@@ -49,13 +49,13 @@ class Tok:
 
 @dataclass
 class Op:
-    kind: str  # train | send | merge | aggregate | evaluate
+    kind: str  # train | send | merge | interleave | aggregate | evaluate
     peer: int  # trainer, sender, merging peer; -1 for aggregate and evaluate
     inputs: tuple[int, ...]  # token ids
     out: int = -1  # token id produced (-1: none)
     steps: int = 0  # train: local steps
     dst: int = -1  # send: receiver
-    scalars: tuple[float, ...] = ()  # merge: (my weight, their weight, new weight); aggregate: input weights
+    scalars: tuple[float, ...] = ()  # merge: (my weight, their weight, new weight); interleave: (n_now, n_merged, n_sent); aggregate: input weights
     row: dict[str, Any] | None = None  # evaluate: the timeseries row (time, bytes, online...)
 
 
@@ -81,6 +81,9 @@ class Schedule:
 
     def merge(self, peer: int, mine: int, theirs: int, my_weight: float, their_weight: float, weight: float) -> int:
         return self._add(Op("merge", peer, (mine, theirs), scalars=(my_weight, their_weight, weight)))
+
+    def interleave(self, peer: int, now: int, merged: int, sent: int, scalars: tuple[float, float, float]) -> int:
+        return self._add(Op("interleave", peer, (now, merged, sent), scalars=scalars))
 
     def aggregate(self, inputs: list[tuple[int, float]]) -> int:
         return self._add(Op("aggregate", -1, tuple(t for t, _ in inputs), scalars=tuple(w for _, w in inputs)))
@@ -117,6 +120,17 @@ class RecordedRule:
         if self.adopts:  # FedAvg client: the global model itself, no arithmetic
             return theirs, weight
         return Tok(self.schedule.merge(self.peer, mine.id, theirs.id, my_weight, their_weight, weight)), weight
+
+
+class RecordedInterleave:
+    """``GossipEngine.interleave`` in the control plane: records ``peer.gossip.interleaved_merge`` for the replay."""
+
+    def __init__(self, schedule: Schedule, peer: int) -> None:
+        self.schedule, self.peer = schedule, peer
+
+    def __call__(self, now: Tok, n_now: float, merged: Tok, n_merged: float, sent: Tok, n_sent: float) -> tuple[Tok, float]:
+        out = self.schedule.interleave(self.peer, now.id, merged.id, sent.id, (n_now, n_merged, n_sent))
+        return Tok(out), n_now + (n_merged - n_sent)
 
 
 def make_rule(robust: str, clip_multiplier: float) -> Callable[..., Any]:
@@ -249,7 +263,8 @@ class SimSwarm:
         else:
             self.neighbors = spec.graph
             self.engines = [GossipEngine(m, average=RecordedRule(self.schedule, p, make_rule(spec.robust, spec.clip_multiplier)),  # type: ignore[arg-type]
-                                         peer_id=own(p), hold_s=spec.exchange_timeout_s)
+                                         peer_id=own(p), hold_s=spec.exchange_timeout_s,
+                                         interleave=RecordedInterleave(self.schedule, p))
                             for p, m in enumerate(self.models)]  # fmt: skip
         self.transports = [InMemoryTransport(p, self) for p in range(n)]
         self._online_events = [asyncio.Event() for _ in range(n)]

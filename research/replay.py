@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from peer.averaging import weighted_average
+from peer.gossip import interleaved_merge
 from peer.error_feedback import ErrorFeedback
 from protocols.codecs import CodecId, codec_for
 
@@ -126,7 +127,7 @@ class Replay:
         uses: dict[int, int] = {}
         for i, op in enumerate(ops):
             deps = {producer[t] for t in op.inputs if t in producer}
-            stream = {"train": ("train", op.peer), "merge": ("merge", op.peer), "send": ("send", op.peer, op.dst)}.get(op.kind)
+            stream = {"train": ("train", op.peer), "merge": ("merge", op.peer), "interleave": ("merge", op.peer), "send": ("send", op.peer, op.dst)}.get(op.kind)
             if stream is not None:
                 if stream in last_of:
                     deps.add(last_of[stream])
@@ -203,6 +204,12 @@ class Replay:
             if not np.isclose(weight, op.scalars[2], rtol=1e-12, atol=1e-12):
                 raise AssertionError(f"peer {op.peer}: the rule gave weight {weight} on tensors, {op.scalars[2]} on placeholders")
             self._put(op.out, merged)
+        elif op.kind == "interleave":  # a merge that landed after the peer served another exchange
+            now, merged, sent = (self._take(t) for t in op.inputs)
+            if op.peer in self.plane.attackers:
+                self._put(op.out, now)
+                return
+            self._put(op.out, interleaved_merge(now, op.scalars[0], merged, op.scalars[1], sent, op.scalars[2])[0])
         elif op.kind == "aggregate":
             models = [self._take(t) for t in op.inputs]
             self._put(op.out, weighted_average(list(zip(models, op.scalars, strict=True))))
