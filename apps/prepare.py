@@ -31,11 +31,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from protocols.manifest import Loss
+
 PREPARE_COMMAND = [sys.executable, "-m", "apps.prepare"]  # what ``swarm serve`` gives ServerConfig.prepare_command
-LOSSES = Literal[
-    "sparse_categorical_crossentropy", "categorical_crossentropy", "binary_crossentropy",
-    "mean_squared_error", "mean_absolute_error",
-]  # fmt: skip
 
 
 class PrepareRequest(BaseModel):
@@ -52,7 +50,7 @@ class PrepareRequest(BaseModel):
     partition: Literal["iid", "dirichlet", "by_class"] = "iid"
     alpha: float = Field(default=0.5, gt=0)
     classes_per_shard: int = Field(default=2, ge=1)
-    loss: LOSSES | None = None
+    loss: Loss | None = None
     python_only: bool = False
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     max_bytes: int = Field(gt=0, description="the server's upload limit: a bigger draft is refused here")

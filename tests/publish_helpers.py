@@ -89,3 +89,13 @@ def save_tfjs(model: Any, directory: Path) -> Path:
 
     tfjs.converters.save_keras_model(model, directory)
     return directory
+
+
+async def open_publish_page(browser: Any, server: str) -> tuple[Any, list[str]]:
+    """``/peer/publish.html`` of ``server`` in a new page, ready; and the list its page errors land in."""
+    page = await browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    await page.goto(f"{server}/peer/publish.html")
+    await page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+    return page, errors

@@ -16,6 +16,7 @@ from apps.publish import upload
 from protocols.manifest import parse_envelope
 
 from browser import chromium
+from publish_helpers import open_publish_page
 
 
 async def test_publish_page_publishes_an_mlp_that_python_peers_can_build(server: str, default_publication: Any) -> None:
@@ -23,11 +24,7 @@ async def test_publish_page_publishes_an_mlp_that_python_peers_can_build(server:
 
     await upload(server, default_publication)
     async with chromium() as browser:
-        page = await browser.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        await page.goto(f"{server}/peer/publish.html")
-        await page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+        page, errors = await open_publish_page(browser, server)
         await page.fill("#name", "browser-mlp")
         await page.fill(".layer-row .units", "64")
         await page.click("#add-layer")

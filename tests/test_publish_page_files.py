@@ -29,7 +29,7 @@ from apps.publish import DataOptions, build_publication
 from protocols.manifest import parse_envelope
 
 from browser import chromium
-from publish_helpers import keras_functional, save_tfjs
+from publish_helpers import keras_functional, open_publish_page, save_tfjs
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 FEATURES = 6
@@ -92,11 +92,7 @@ async def test_the_page_publishes_a_keras3_file_and_a_spreadsheet_csv_as_swarm_p
     runner, server = await start_server(tmp_path / "server")
     try:
         async with chromium() as browser:
-            page = await browser.new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            await page.goto(f"{server}/peer/publish.html")
-            await page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+            page, errors = await open_publish_page(browser, server)
             assert await page.input_value("#dataset") == "upload"  # nothing hosted yet: the upload is offered first
 
             # 1. a Lambda model: refused with its layer name, and no path of the server's temporary files
