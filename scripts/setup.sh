@@ -42,3 +42,22 @@ if [[ ! -f "$npm_stamp" ]]; then
   (cd browser_peer && npm ci --no-audit --no-fund --loglevel=error)
   rm -f browser_peer/node_modules/.setup-stamp-*; touch "$npm_stamp"
 fi
+
+# The optional native data-channel stack (aiolibdatachannel needs Python >= 3.12): benchmarked
+# beside aiortc by benchmarks/dc_rate.py. Found on PATH or under pyenv; absent, a note, no failure.
+native_python=""
+for candidate in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.12*/bin/python "$(command -v python3.12 || true)"; do
+  # a pyenv shim is on PATH without being usable: take the first interpreter that runs
+  if [[ -x "$candidate" ]] && "$candidate" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null; then
+    native_python=$candidate; break
+  fi
+done
+native_stamp=".venv-native/.setup-stamp-$(hash_of requirements-native.lock)"
+if [[ -n "$native_python" && ! -f "$native_stamp" ]]; then
+  echo "setup: creating .venv-native ($native_python) with the native data-channel stack"
+  [[ -x .venv-native/bin/python ]] || "$native_python" -m venv .venv-native
+  .venv-native/bin/python -m pip install -q --disable-pip-version-check -r requirements-native.lock
+  rm -f .venv-native/.setup-stamp-*; touch "$native_stamp"
+elif [[ -z "$native_python" ]]; then
+  echo "setup: no Python 3.12 found; the native data-channel stack (.venv-native) is not installed"
+fi
