@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.transfer import machine
-from benchmarks.wan import git_commit
+from benchmarks.run_all import commit_of_checkout
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -138,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(name, {k: round(v, 3) for k, v in results[name].items() if k != "trials"}, flush=True)
     text = table(results)
     report = {"benchmark": "dc_rate", "command": "python -m benchmarks.dc_rate " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "commit": git_commit(), "machine": {**machine(), "native": native},
+              "commit": commit_of_checkout(), "machine": {**machine(), "native": native},
               "config": {"trials": args.trials, "mib": args.mib, "warmup_mib": args.warmup_mib, "message_size": args.message_size,
                          "loop": "uvloop", "high_water": 4 * 1024 * 1024, "low_water": 1024 * 1024},
               "results": results, "table": text}  # fmt: skip

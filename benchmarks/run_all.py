@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 SUITE = {
     "transfer": ["-m", "benchmarks.transfer"],
+    "dc_rate": ["-m", "benchmarks.dc_rate"],
     "sync_rate": ["-m", "benchmarks.sync_rate"],
     "signaling_load": ["-m", "benchmarks.signaling_load"],
     "time_to_accuracy": ["-m", "benchmarks.time_to_accuracy"],
@@ -43,10 +44,26 @@ def summary() -> str:
         best_loop = by_loop.get("uvloop", by_loop["asyncio"])
         tuned = max(v["mb_s"] for v in best_loop["aiortc"].values())
         ws = by_loop["asyncio"]["websocket"]["mb_s"]
-        rows += [("raw data channel, Python<->Python, tuned vs default aiortc", f"{_fmt(tuned, '.1f')} vs {_fmt(base, '.1f')} MB/s",
+        rows += [("raw data channel, both ends in one process, tuned vs default aiortc", f"{_fmt(tuned, '.1f')} vs {_fmt(base, '.1f')} MB/s",
                   f"{tuned / base:.2f}x", ">= 1.5x"),
                  ("aiortc (default) vs aiohttp websocket, same bytes", f"{_fmt(base, '.1f')} vs {_fmt(ws, '.0f')} MB/s",
                   f"{base / ws:.4f}x", "(reference)")]  # fmt: skip
+    if d := _load("dc_rate"):
+        res = d["results"]
+        a, n = res.get("aiortc -> aiortc", {}), res.get("native -> native", {})
+        if "mb_s" in a and "mb_s" in n:
+            rows.append(("data channel, two processes (uvloop): libdatachannel vs aiortc, CPU s/MB send / receive",
+                         f"{n['mb_s']:.1f} vs {a['mb_s']:.1f} MB/s; CPU {n['send_cpu_s_per_mb']:.3f} / {n['receive_cpu_s_per_mb']:.3f} "
+                         f"vs {a['send_cpu_s_per_mb']:.3f} / {a['receive_cpu_s_per_mb']:.3f} s/MB",
+                         f"{n['mb_s'] / a['mb_s']:.2f}x", ">= 25 MB/s"))  # fmt: skip
+            mixed = [(k, v) for k, v in res.items() if k.count("native") == 1 and "mb_s" in v]
+            if mixed:
+                rows.append(("data channel, two processes: the two stacks on one wire",
+                             "; ".join(f"{k} {v['mb_s']:.1f} MB/s" for k, v in mixed), "", "(interop)"))
+        elif "mb_s" in a:
+            rows.append(("data channel, two processes (uvloop), aiortc, CPU s/MB send / receive",
+                         f"{a['mb_s']:.1f} MB/s; CPU {a['send_cpu_s_per_mb']:.3f} / {a['receive_cpu_s_per_mb']:.3f} s/MB; "
+                         "no native stack here", "", ">= 25 MB/s"))  # fmt: skip
     if s := _load("sync_rate"):
         r = s["ratio_vs_float32"]
         rows.append(("weight-sync rate int8 vs float32 (params/s)",
@@ -86,7 +103,7 @@ def summary() -> str:
     return "\n".join(lines) + "\n"
 
 
-def _commit() -> str:
+def commit_of_checkout() -> str:
     """HEAD, with ``-dirty`` when tracked files differ from it."""
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip() or "unknown"
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results"],
@@ -117,7 +134,7 @@ def main() -> None:
                 print(f"skipping {name}: {module.name} is not here")
                 continue
             print(f"== {name}", flush=True)
-            commit = _commit()  # what the benchmark ran, recorded in its results file
+            commit = commit_of_checkout()  # what the benchmark ran, recorded in its results file
             subprocess.run([sys.executable, *SUITE[name]], cwd=ROOT, check=True)
             _stamp(name, commit)
     text = summary()

@@ -7,7 +7,9 @@ For each WAN profile (``netlab.PROFILES``), in a fresh emulated internet:
   and link code (signaling, built-in STUN, ICE, DTLS, SCTP): the receive rate as a fraction of
   the profile's link rate, and the median time of one exchange's transfers (one default-model
   frame each way) against what the link allows (``2 x frame / rate + RTT``, the rate being
-  the lower of the link's and the loss-limited rate of ``loss_limited_rate``);
+  the lower of the link's and the loss-limited rate of ``loss_limited_rate``), run twice: on
+  the installed aiortc (patched by scripts/setup.sh, ``patches/``) and on stock aiortc
+  (``benchmarks.aiortc_variant``), side by side;
 * **browser transfer**: Chromium (default flags, HTTPS join origin) in the shaped home and a
   Python peer in the unshaped one, frames both ways through each side's link code;
 * **time to accuracy**: the research ``webrtc`` backend with ``network.profile`` set: the same
@@ -36,6 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.aiortc_variant import env_with, installed_is_patched, stock_overlay
 from benchmarks.transfer import machine
 from netlab import PROFILES, Home, Internet, NatType
 
@@ -49,8 +52,9 @@ def git_commit() -> str | None:
     return (out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")) if out.returncode == 0 else None
 
 
-def transfer(profile: str, template: Path, swarm_id: str, frame_bytes: int, exchanges: int, frames: int) -> dict[str, Any]:
-    """Rate and exchange time between a home on ``profile`` and an unshaped home."""
+def transfer(profile: str, template: Path, swarm_id: str, frame_bytes: int, exchanges: int, frames: int,
+             env: dict[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Rate and exchange time between a home on ``profile`` and an unshaped home (``env``: the probes')."""
     from apps.netswarm import swarm_server
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -61,12 +65,12 @@ def transfer(profile: str, template: Path, swarm_id: str, frame_bytes: int, exch
                 ws = base.replace("http", "ws", 1) + "/ws"
                 probe = [sys.executable, "-m", "benchmarks.wan_probe"]
                 sink = net.popen(net.homes["b"].hosts[0], [*probe, "sink", ws, swarm_id, str(work / "sink.json"),
-                                                           "--frame-bytes", str(frame_bytes)], cwd=ROOT)  # fmt: skip
+                                                           "--frame-bytes", str(frame_bytes)], cwd=ROOT, env=env)  # fmt: skip
                 try:
                     time.sleep(2.0)  # the sink joins first, so the source finds it in its welcome
                     net.run(net.homes["a"].hosts[0], [*probe, "source", ws, swarm_id, str(work / "source.json"),
                                                       "--frame-bytes", str(frame_bytes), "--exchanges", str(exchanges),
-                                                      "--frames", str(frames)], cwd=ROOT, check=True, timeout=900)  # fmt: skip
+                                                      "--frames", str(frames)], cwd=ROOT, check=True, timeout=900, env=env)  # fmt: skip
                 finally:
                     sink.kill()
                 result: dict[str, Any] = json.loads((work / "source.json").read_text())
@@ -200,7 +204,7 @@ def netlab_measurement(profiles: list[str]) -> Any:
 
 def table(results: dict[str, Any]) -> str:
     lines = ["| profile | link | Python->Python rate (of link) | browser->Python / Python->browser (of link) | "
-             "one exchange (2 x frame) | of what rate, RTT and loss allow | gossip / FedAvg to target |", "|---|---|---|---|---|---|---|"]
+             "one exchange (2 x frame), patched / stock aiortc | of what rate, RTT and loss allow | gossip / FedAvg to target |", "|---|---|---|---|---|---|---|"]
     for name, r in results["profiles"].items():
         t, a = r["transfer"], r.get("time_to_accuracy")
         if "error" in t:
@@ -229,8 +233,12 @@ def table(results: dict[str, Any]) -> str:
         if "failed" in t:
             lines.append(f"| {name} | {link} | failed: {t['failed'][:60]} | {btxt} | - | - | {tta} |")
             continue
-        lines.append(f"| {name} | {link} | {t['rate_mb_s']:.2f} MB/s ({frac}) | {btxt} | {1000 * t['exchange_median_s']:.0f} ms | "
-                     f"{over} | {tta} |")
+        ex = f"{1000 * t['exchange_median_s']:.0f} ms"
+        st = r.get("transfer_stock_aiortc")
+        if st and "exchange_median_s" in st:
+            ex += f" / {1000 * st['exchange_median_s']:.0f} ms"
+            over += f" / {st['exchange_over_allowed']:.2f}x" if st.get("exchange_over_allowed") else ""
+        lines.append(f"| {name} | {link} | {t['rate_mb_s']:.2f} MB/s ({frac}) | {btxt} | {ex} | {over} | {tta} |")
     return "\n".join(lines) + "\n"
 
 
@@ -266,6 +274,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=20, help="frames for the rate (default 20, 8 MB)")
     parser.add_argument("--no-training", action="store_true", help="transfers only (no time-to-accuracy runs)")
     parser.add_argument("--no-browser", action="store_true", help="no browser<->Python transfers (they need Chromium)")
+    parser.add_argument("--no-stock-aiortc", action="store_true",
+                        help="skip the transfers on stock aiortc (default: each profile's transfer runs on both, side by side)")
     parser.add_argument("--out", type=Path, default=RESULTS / "wan.json", help="results file (default benchmarks/results/wan.json)")
     args = parser.parse_args()
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -285,11 +295,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         template = Path(tmp) / "server-data"
         swarm_id = preload(template, pub)
+        stock = None if args.no_stock_aiortc else stock_overlay(Path(tmp))
+        results["config"]["aiortc_sctp_patch"] = installed_is_patched()
         for name in profiles:
             entry: dict[str, Any] = {"profile": PROFILES[name].to_dict()}
             results["profiles"][name] = entry
             entry["transfer"] = attempt(transfer, name, template, swarm_id, frame_bytes, args.exchanges, args.frames)
             print(name, "transfer", {k: v for k, v in entry["transfer"].items() if k != "exchange_s"}, flush=True)
+            if stock is not None:  # the same transfer on stock aiortc, side by side
+                entry["transfer_stock_aiortc"] = attempt(transfer, name, template, swarm_id, frame_bytes, args.exchanges,
+                                                         args.frames, env_with(stock))  # fmt: skip
+                print(name, "transfer, stock aiortc", {k: v for k, v in entry["transfer_stock_aiortc"].items() if k != "exchange_s"},
+                      flush=True)  # fmt: skip
             if not args.no_browser:
                 entry["browser_transfer"] = attempt(browser_transfer, name, template, swarm_id, frame_bytes, args.frames)
                 print(name, "browser transfer", entry["browser_transfer"], flush=True)
