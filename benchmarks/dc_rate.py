@@ -4,7 +4,9 @@ Each pair is two processes on this machine (``benchmarks/dc_endpoint.py``), one 
 one receiving 48 MiB (after a 4 MiB warm-up) in 256 KiB messages, the product's chunk size,
 with the product's 4 MiB / 1 MiB high/low-water backpressure, both on uvloop:
 
-* ``aiortc -> aiortc``: today's Python peers (pure-Python SCTP and DTLS);
+* ``aiortc -> aiortc``: today's Python peers (pure-Python SCTP and DTLS), aiortc as
+  ``scripts/setup.sh`` patched it; ``stock aiortc -> stock aiortc`` the same without the patch
+  (``benchmarks.aiortc_variant``), side by side;
 * ``native -> native``: libdatachannel (C++ SCTP, DTLS and ICE) through ``aiolibdatachannel``,
   which needs Python >= 3.12 and runs from ``.venv-native`` (``scripts/setup.sh`` makes it
   when a Python 3.12 is on the machine);
@@ -26,25 +28,36 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from benchmarks.transfer import machine
+from benchmarks.aiortc_variant import env_with, installed_is_patched, stock_overlay
 from benchmarks.run_all import commit_of_checkout
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 ENDPOINT = ROOT / "benchmarks" / "dc_endpoint.py"
 NATIVE_PYTHON = ROOT / ".venv-native" / "bin" / "python"
-PAIRS = [("aiortc", "aiortc"), ("native", "native"), ("native", "aiortc"), ("aiortc", "native")]
+PAIRS = [("aiortc", "aiortc"), ("stock aiortc", "stock aiortc"), ("native", "native"), ("native", "aiortc"), ("aiortc", "native")]
 TIMEOUT_S = 600.0
 MB = 1e6
 
 
 def interpreter(stack: str, native_python: Path) -> str:
-    return sys.executable if stack == "aiortc" else str(native_python)
+    return str(native_python) if stack == "native" else sys.executable
+
+
+def endpoint_env(stack: str, stock: Path | None) -> dict[str, str] | None:
+    """The stock-aiortc ends import aiortc from ``stock`` (benchmarks.aiortc_variant)."""
+    if stack != "stock aiortc":
+        return None
+    if stock is None:
+        raise RuntimeError("a stock-aiortc pair needs the stock copy (benchmarks.aiortc_variant.stock_overlay)")
+    return env_with(stock)
 
 
 def _result(proc: subprocess.Popen[str], who: str) -> dict[str, Any]:
@@ -55,12 +68,17 @@ def _result(proc: subprocess.Popen[str], who: str) -> dict[str, Any]:
     raise RuntimeError(f"the {who} ended without a result (exit {proc.wait()}): {proc.stderr.read()[-2000:]}")  # type: ignore[union-attr]
 
 
-def one_transfer(send_stack: str, receive_stack: str, native_python: Path, size: int, warmup: int, message_size: int) -> dict[str, Any]:
-    """Run one sender and one receiver process; their two result lines, and the rate."""
+def one_transfer(send_stack: str, receive_stack: str, native_python: Path, size: int, warmup: int, message_size: int,
+                 stock: Path | None = None) -> dict[str, Any]:  # fmt: skip
+    """Run one sender and one receiver process; their two result lines, and the rate.
+
+    Stacks: "aiortc" (the installed, patched one), "stock aiortc" (from ``stock``), "native".
+    """
     common = ["--bytes", str(size), "--warmup", str(warmup), "--message-size", str(message_size)]
     procs = {
-        role: subprocess.Popen([interpreter(stack, native_python), str(ENDPOINT), "--stack", stack, "--role", role, *common],
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        role: subprocess.Popen([interpreter(stack, native_python), str(ENDPOINT), "--stack", stack.split()[-1], "--role", role, *common],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                               env=endpoint_env(stack, stock))
         for role, stack in (("send", send_stack), ("receive", receive_stack))
     }  # fmt: skip
     timer = threading.Timer(TIMEOUT_S, lambda: [p.kill() for p in procs.values()])
@@ -86,8 +104,8 @@ def one_transfer(send_stack: str, receive_stack: str, native_python: Path, size:
 
 
 def measure_pair(send_stack: str, receive_stack: str, native_python: Path, trials: int, size: int, warmup: int,
-                 message_size: int) -> dict[str, Any]:  # fmt: skip
-    runs = [one_transfer(send_stack, receive_stack, native_python, size, warmup, message_size) for _ in range(trials)]
+                 message_size: int, stock: Path | None) -> dict[str, Any]:  # fmt: skip
+    runs = [one_transfer(send_stack, receive_stack, native_python, size, warmup, message_size, stock) for _ in range(trials)]
     med = {key: statistics.median(r[key] for r in runs) for key in ("mb_s", "send_cpu_s_per_mb", "receive_cpu_s_per_mb")}
     return {**med, "trials": runs}
 
@@ -116,6 +134,20 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def run_pair(results: dict[str, Any], send_stack: str, receive_stack: str, native: str | None, stock: Path | None,
+             args: argparse.Namespace) -> None:  # fmt: skip
+    name = f"{send_stack} -> {receive_stack}"
+    if "native" in (send_stack, receive_stack) and native is None:
+        results[name] = {"error": f"no native stack at {args.native_python} (scripts/setup.sh makes it with a Python 3.12)"}
+        return
+    if "stock aiortc" in (send_stack, receive_stack) and stock is None:
+        results[name] = {"error": "the installed aiortc is stock (scripts/setup.sh applies the patch)"}
+        return
+    results[name] = measure_pair(send_stack, receive_stack, args.native_python, args.trials, args.mib * 1024 * 1024,
+                                 args.warmup_mib * 1024 * 1024, args.message_size, stock)  # fmt: skip
+    print(name, {k: round(v, 3) for k, v in results[name].items() if k != "trials"}, flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=3, help="runs per pair, the median is reported (default 3)")
@@ -128,19 +160,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     native = native_version(args.native_python)
     results: dict[str, Any] = {}
-    for send_stack, receive_stack in PAIRS:
-        name = f"{send_stack} -> {receive_stack}"
-        if "native" in (send_stack, receive_stack) and native is None:
-            results[name] = {"error": f"no native stack at {args.native_python} (scripts/setup.sh makes it with a Python 3.12)"}
-            continue
-        results[name] = measure_pair(send_stack, receive_stack, args.native_python, args.trials, args.mib * 1024 * 1024,
-                                     args.warmup_mib * 1024 * 1024, args.message_size)  # fmt: skip
-        print(name, {k: round(v, 3) for k, v in results[name].items() if k != "trials"}, flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        stock = stock_overlay(Path(tmp)) if installed_is_patched() else None
+        for send_stack, receive_stack in PAIRS:
+            run_pair(results, send_stack, receive_stack, native, stock, args)
     text = table(results)
     report = {"benchmark": "dc_rate", "command": "python -m benchmarks.dc_rate " + " ".join(argv if argv is not None else sys.argv[1:]),
               "commit": commit_of_checkout(), "machine": {**machine(), "native": native},
               "config": {"trials": args.trials, "mib": args.mib, "warmup_mib": args.warmup_mib, "message_size": args.message_size,
-                         "loop": "uvloop", "high_water": 4 * 1024 * 1024, "low_water": 1024 * 1024},
+                         "loop": "uvloop", "aiortc_sctp_patch": stock is not None, "high_water": 4 * 1024 * 1024, "low_water": 1024 * 1024},
               "results": results, "table": text}  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(args.out, json.dumps(report, indent=1) + "\n")

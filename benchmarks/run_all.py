@@ -56,6 +56,12 @@ def summary() -> str:
                          f"{n['mb_s']:.1f} vs {a['mb_s']:.1f} MB/s; CPU {n['send_cpu_s_per_mb']:.3f} / {n['receive_cpu_s_per_mb']:.3f} "
                          f"vs {a['send_cpu_s_per_mb']:.3f} / {a['receive_cpu_s_per_mb']:.3f} s/MB",
                          f"{n['mb_s'] / a['mb_s']:.2f}x", ">= 25 MB/s"))  # fmt: skip
+            st = res.get("stock aiortc -> stock aiortc", {})
+            if "mb_s" in st:
+                rows.append(("data channel, two processes: aiortc with the SCTP patch vs stock aiortc",
+                             f"{a['mb_s']:.1f} vs {st['mb_s']:.1f} MB/s; CPU {a['send_cpu_s_per_mb']:.3f} / {a['receive_cpu_s_per_mb']:.3f} "
+                             f"vs {st['send_cpu_s_per_mb']:.3f} / {st['receive_cpu_s_per_mb']:.3f} s/MB",
+                             f"{a['mb_s'] / st['mb_s']:.2f}x", "(no loss on loopback)"))  # fmt: skip
             mixed = [(k, v) for k, v in res.items() if k.count("native") == 1 and "mb_s" in v]
             if mixed:
                 rows.append(("data channel, two processes: the two stacks on one wire",

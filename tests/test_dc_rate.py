@@ -6,8 +6,11 @@ The native stack runs from .venv-native (scripts/setup.sh makes it from the mach
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from benchmarks.aiortc_variant import stock_overlay
 from benchmarks.dc_rate import NATIVE_PYTHON, native_version, one_transfer, table
 
 MIB = 1024 * 1024
@@ -17,11 +20,13 @@ def needs_native() -> None:
     assert native_version(NATIVE_PYTHON), f"no aiolibdatachannel at {NATIVE_PYTHON}: run scripts/setup.sh (needs a Python 3.12)"
 
 
-@pytest.mark.parametrize("pair", [("aiortc", "aiortc"), ("native", "native"), ("native", "aiortc"), ("aiortc", "native")])
-def test_every_byte_arrives_between_two_processes(pair: tuple[str, str]) -> None:
+@pytest.mark.parametrize("pair", [("aiortc", "aiortc"), ("stock aiortc", "stock aiortc"), ("native", "native"),
+                                  ("native", "aiortc"), ("aiortc", "native"), ("stock aiortc", "native")])  # fmt: skip
+def test_every_byte_arrives_between_two_processes(pair: tuple[str, str], tmp_path: Path) -> None:
     if "native" in pair:
         needs_native()
-    result = one_transfer(*pair, NATIVE_PYTHON, size=4 * MIB, warmup=MIB, message_size=262144)
+    stock = stock_overlay(tmp_path) if "stock aiortc" in pair else None
+    result = one_transfer(*pair, NATIVE_PYTHON, size=4 * MIB, warmup=MIB, message_size=262144, stock=stock)
     assert result["send"]["bytes"] == result["receive"]["bytes"] == 4 * MIB
     assert result["mb_s"] > 0 and result["send"]["cpu_s"] > 0 and result["receive"]["cpu_s"] > 0
     # the sender's window holds the receiver's: every measured byte left and arrived inside it
