@@ -28,5 +28,6 @@ def test_frames_of_one_link_are_admitted_in_arrival_order() -> None:
     # a forged frame queued between two good ones burns no sequence number
     assert got["forged_in_between"] == ["ok", "bad_signature", "ok"]
     # links are independent: the small frame of another link is not held behind the large one
+    # (the script holds the large frame at a gate until the small one is through; "held" otherwise)
     assert got["two_links_order"] == ["bob", "alice"]
     assert got["chains_left"] == 0  # nothing kept per link once its frames settled

@@ -57,9 +57,18 @@ const results = {};
   const v = verifier(shapes);
   const large = await frame(alice, 1, FRAME_KIND.EXCHANGE_REQUEST, [big], shapes);
   const other = await frame(bob, 1, FRAME_KIND.EXCHANGE_DECLINE, [], []);
+  // alice's check is held until bob's frame is through (a gate, not a race between two hashes)
+  let release;
+  const gate = new Promise((resolve) => { release = resolve; });
+  const check = v._admit.bind(v);
+  v._admit = async (bytes, key) => { if (bytes === large) await gate; return check(bytes, key); };
   const order = [];
   const a = v.admit(large, alice.publicKey).then(() => order.push("alice"));
   const b = v.admit(other, bob.publicKey).then(() => order.push("bob"));
+  // held behind alice (one chain for all links) would wait for the gate: report it, do not hang
+  await Promise.race([b, new Promise((resolve) => setTimeout(resolve, 10_000))]);
+  if (order.length === 0) order.push("held");
+  release();
   await Promise.all([a, b]);
   results.two_links_order = order;
   results.chains_left = v._chains?.size ?? null;
