@@ -66,7 +66,9 @@ const results = {};
   const a = v.admit(large, alice.publicKey).then(() => order.push("alice"));
   const b = v.admit(other, bob.publicKey).then(() => order.push("bob"));
   // held behind alice (one chain for all links) would wait for the gate: report it, do not hang
-  await Promise.race([b, new Promise((resolve) => setTimeout(resolve, 10_000))]);
+  let timer;
+  await Promise.race([b, new Promise((resolve) => { timer = setTimeout(resolve, 10_000); })]);
+  clearTimeout(timer);
   if (order.length === 0) order.push("held");
   release();
   await Promise.all([a, b]);
