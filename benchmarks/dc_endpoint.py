@@ -132,8 +132,6 @@ async def native_end(args: argparse.Namespace) -> dict[str, Any]:
         async with asyncio.timeout(30):
             await channel.wait_open()
         if args.role == "send":
-            channel.set_buffered_amount_low_threshold(LOW_WATER)
-
             # its own send(wait_for_drain=True) can wait forever (issue 15): a plain high-water
             # loop over buffered_amount instead, polled because the low event is edge-triggered
             async def send(data: bytes) -> None:
