@@ -39,6 +39,7 @@ class Role(Protocol):
     trains: ClassVar[bool]  # runs local training steps (the aggregator only averages)
     initiates: ClassVar[bool]  # starts exchanges (the aggregator only answers them)
     overlaps_training: ClassVar[bool]  # its exchanges run as a background task beside training; else awaited
+    synchronous: ClassVar[bool]  # trains no further than local_steps past the last merge (synchronous FedAvg)
     pulls_first: ClassVar[bool]  # a fresh peer adopts the most trained neighbor's model before training
 
     def mesh_config(self, peer: PeerConfig) -> MeshConfig:
@@ -59,6 +60,7 @@ class Gossip:
     trains: ClassVar[bool] = True
     initiates: ClassVar[bool] = True
     overlaps_training: ClassVar[bool] = True
+    synchronous: ClassVar[bool] = False
     pulls_first: ClassVar[bool] = True
 
     def mesh_config(self, peer: PeerConfig) -> MeshConfig:
@@ -91,6 +93,9 @@ class FedAvgClient:
     trains: ClassVar[bool] = True
     initiates: ClassVar[bool] = True
     overlaps_training: ClassVar[bool] = False  # it waits for its round's average (synchronous FedAvg)
+    # and for the aggregator: without a merged round it does not train on (an aggregator that is
+    # not up yet would otherwise see clients that did all their steps alone, as local training)
+    synchronous: ClassVar[bool] = True
     pulls_first: ClassVar[bool] = False  # the first round's average replaces its model anyway
 
     def mesh_config(self, peer: PeerConfig) -> MeshConfig:
@@ -112,6 +117,7 @@ class Aggregator:
     trains: ClassVar[bool] = False
     initiates: ClassVar[bool] = False
     overlaps_training: ClassVar[bool] = False
+    synchronous: ClassVar[bool] = False
     pulls_first: ClassVar[bool] = False
 
     def mesh_config(self, peer: PeerConfig) -> MeshConfig:

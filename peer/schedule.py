@@ -6,7 +6,7 @@ After ``training.local_steps`` steps the peer starts a round of exchanges with t
 ``gossip.mixing`` and ``gossip.fanout`` choose (``Exchanges``; one random link by default): a
 gossip peer as a background task beside training (the merges land when the replies do; a
 fanout's exchanges run one after another in that task), a FedAvg client awaiting its round's
-average, an idle peer (done training) between short sleeps. Every ``training.eval_every`` steps the model is evaluated (``reporting.Reporter``)
+average (and training no further until a round merged: with no aggregator linked it waits), an idle peer (done training) between short sleeps. Every ``training.eval_every`` steps the model is evaluated (``reporting.Reporter``)
 and ``LastGood`` copies it; a chunk that leaves it non-finite is rolled back before the lock is
 released. A stop request cancels whatever the loop awaits, an exchange included, and the loop
 ends with a final row and a checkpoint.
@@ -119,17 +119,22 @@ class Exchanges:
         self.rounds += 1
         return chosen
 
-    async def one(self) -> None:
-        """One round: an exchange with each of its partners in turn; each deadline comes from the frame size and that link."""
+    async def one(self) -> int:
+        """One round: an exchange with each of its partners in turn; each deadline comes from the frame size and that link.
+
+        Returns how many of the round's exchanges merged (0 with no open link).
+        """
         if not isinstance(self.engine, GossipEngine):  # only gossip engines initiate
-            return
+            return 0
+        merged = 0
         for peer in self.round_partners():
             if self.mesh.links.get(peer) is None:
                 continue  # closed while an earlier partner of this round was exchanging
             self.partners[peer] = self.partners.get(peer, 0) + 1
-            await self._exchange(peer)
+            merged += await self._exchange(peer) == Outcome.MERGED
+        return merged
 
-    async def _exchange(self, peer: str) -> None:
+    async def _exchange(self, peer: str) -> Outcome:
         outcome = await self.engine.initiate(peer, self.transport, self.transport.deadline(peer))
         if outcome == Outcome.TIMEOUT:
             await self._timed_out(peer)
@@ -137,6 +142,7 @@ class Exchanges:
             self._timeouts.pop(peer, None)
         if outcome != Outcome.MERGED:
             await asyncio.sleep(self.rng.uniform(0.0, BACKOFF_S))  # desynchronize retries after a decline
+        return outcome
 
     async def _timed_out(self, peer: str) -> None:
         """A neighbor that stops answering is dropped, not waited for; one miss can be a busy machine
@@ -151,7 +157,7 @@ class Exchanges:
             await link.close()
 
 
-def _log_failure(task: asyncio.Task[None]) -> None:
+def _log_failure(task: asyncio.Task[int]) -> None:
     """A background exchange that raised: say so (the next one starts anyway)."""
     if not task.cancelled() and task.exception() is not None:
         log.error("exchange failed: %r", task.exception())
@@ -169,7 +175,7 @@ class Schedule:
         self.summary: dict[str, Any] = {}  # the final row
         self._since_exchange = 0  # local steps since the last exchange started
         self._started = self._last_ckpt = self._last_report = time.monotonic()
-        self._background: asyncio.Task[None] | None = None  # the exchange in flight beside training, if any
+        self._background: asyncio.Task[int] | None = None  # the exchange in flight beside training, if any
 
     async def run(self, stop: asyncio.Event) -> None:
         """Train and exchange until ``config.duration_s`` passed or ``stop`` is set; then a final row and a checkpoint.
@@ -202,6 +208,8 @@ class Schedule:
         log.info("%s start: step %d, test accuracy %.3f", self.role.name, trainer.step, row["test_acc"])
         while self.config.duration_s is None or time.monotonic() - self._started < self.config.duration_s:
             training = self.role.trains and (self.config.max_steps is None or trainer.step < self.config.max_steps)
+            if self.role.synchronous and self._since_exchange >= self.training.local_steps:
+                training = False  # the round's average first (no aggregator link yet: wait for one)
             if training:
                 await self._train_chunk(good)
             else:
@@ -245,6 +253,7 @@ class Schedule:
         if beside_training:  # the merge lands when the reply does
             self._background = asyncio.create_task(exchange)
             self._background.add_done_callback(_log_failure)
-        else:  # a FedAvg client waits for its round's average (synchronous FedAvg); an idle peer just gossips
-            await exchange
+        elif not await exchange and self.role.synchronous:
+            return  # no round's average (the aggregator is not linked, or timed out): no steps past the round
+        # (a FedAvg client waited for its round's average: synchronous FedAvg; an idle peer just gossips)
         self._since_exchange = 0

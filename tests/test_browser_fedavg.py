@@ -6,7 +6,8 @@ aggregator is a real ``PeerNode`` run in this process (its mesh, transport, veri
 request it answered, what it received (sender, weights, sample weight) and the round's result;
 one Python client is a ``swarm join --data`` subprocess (1000 digits of its own, half the
 tab's shard, so the sample-weighted mean is not the plain one) and one client is a tab. The
-swarm must reach the target, every round's result must be the sample-weighted mean (numpy,
+clients start first: both must do one round's steps and wait there until the aggregator is up
+(synchronous FedAvg). The swarm must reach the target, every round's result must be the sample-weighted mean (numpy,
 float64) of exactly what was received, the aggregator must hold it, and each client's sample
 weight must stay its sample count: a tab that averaged pairwise with the aggregator would send
 a growing gossip weight instead and pull every round's average towards itself.
@@ -88,6 +89,26 @@ def sample_weighted_mean(received: list[Update]) -> list[np.ndarray]:
             for i in range(len(received[0].weights))]  # fmt: skip
 
 
+async def _hold_at_their_round(page: Any, py: Any, local_steps: int, hold_s: float = 10.0) -> None:
+    """Synchronous FedAvg: before the aggregator is up, both clients do one round's steps and wait there.
+
+    A client that trained on alone would make the comparison with gossip one against local training.
+    """
+    held_since, deadline = None, time.monotonic() + 300
+    while True:
+        snap, row = await page.evaluate(SNAPSHOT), py.latest
+        steps = ((snap or {}).get("step", 0), (row or {}).get("step", 0))
+        assert max(steps) <= local_steps, f"a FedAvg client trained past its round with no aggregator: steps {steps}"
+        if steps == (local_steps, local_steps):
+            held_since = held_since or time.monotonic()
+            if time.monotonic() - held_since >= hold_s:
+                return
+        assert py.proc.poll() is None, py.log.read_text()[-3000:]
+        assert not (snap and snap["error"]), snap["error"]
+        assert time.monotonic() < deadline, ("the clients never reached their first round", steps)
+        await asyncio.sleep(0.5)
+
+
 @pytest.mark.timeout(900)
 async def test_a_tab_is_a_fedavg_client_and_the_aggregator_averages_what_it_received(server: str, tmp_path: Path,
                                                                                      publisher_key: Ed25519PrivateKey) -> None:  # fmt: skip
@@ -98,7 +119,7 @@ async def test_a_tab_is_a_fedavg_client_and_the_aggregator_averages_what_it_rece
     node = AggregatorNode(PeerConfig(server=server, swarm_id=pub.manifest.swarm_id, identity=tmp_path / "aggregator.key",
                                      ice_addresses=["127.0.0.1"], checkpoint_dir=tmp_path / "aggregator-checkpoint",
                                      eval_limit=500, progress=False))  # fmt: skip
-    aggregating = asyncio.create_task(node.run())
+    aggregating: asyncio.Task[None] | None = None
     # clients of unequal sizes: the sample-weighted mean is then not the plain mean of the clients
     own = mnist_subset_npz(tmp_path / "own.npz", per_class=OWN_EXAMPLES // 10)
     py = spawn_peer(join_url, tmp_path, "py", "--seed", "1", "--eval-limit", "1000", "--data", str(own))
@@ -109,6 +130,8 @@ async def test_a_tab_is_a_fedavg_client_and_the_aggregator_averages_what_it_rece
             page = await (await browser.new_context()).new_page()
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             await page.goto(f"{join_url}?seed=10")
+            await _hold_at_their_round(page, py, m.training.local_steps)
+            aggregating = asyncio.create_task(node.run())
             started = time.monotonic()
             deadline = started + 420
             while True:
@@ -123,7 +146,7 @@ async def test_a_tab_is_a_fedavg_client_and_the_aggregator_averages_what_it_rece
                 assert not errors, errors
                 assert not (snap and snap["error"]), snap["error"]
                 assert py.proc.poll() is None, py.log.read_text()[-3000:]
-                assert not aggregating.done(), aggregating.exception()
+                assert not aggregating.done(), aggregating.exception()  # type: ignore[union-attr]
                 assert node.aggregator is not None or time.monotonic() < started + 120, (
                     "the aggregator's engine was not made through PeerNode._engine: follow peer/node.py in AggregatorNode")
                 assert time.monotonic() < deadline, (snap, row, len(log))
@@ -134,7 +157,8 @@ async def test_a_tab_is_a_fedavg_client_and_the_aggregator_averages_what_it_rece
         py.terminate()
         code = await py.wait(60)
         node.stop.set()
-        await asyncio.wait_for(asyncio.gather(aggregating, return_exceptions=True), 60)
+        if aggregating is not None:
+            await asyncio.wait_for(asyncio.gather(aggregating, return_exceptions=True), 60)
     assert code == 0, py.log.read_text()[-2000:]
     assert measured >= TARGET - 0.02, measured  # the tab's model evaluated here, not its claim
 

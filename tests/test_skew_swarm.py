@@ -12,6 +12,7 @@ partner in most rounds, and every peer must finish its steps at the publisher's 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -88,6 +89,17 @@ async def test_exponential_peers_link_to_and_exchange_with_their_exponential_par
         assert row["exchanges"]["merged"] + row["served"] > 0
 
 
+def _why(snap: dict[str, Any] | None, procs: list[PeerProcess], errors: list[str], console: list[str]) -> str:
+    """Everything needed to tell which link or exchange never happened, as text (pytest shortens objects)."""
+    tab = snap and {k: snap.get(k) for k in ("peerId", "status", "error", "exchangePartners", "exponentialPartners",
+                                              "onSchedule", "exchangeRounds", "neighbors", "known", "signalRejects",
+                                              "signalingErrors", "sessions", "exchanges", "rejected", "bans", "events")}  # fmt: skip
+    pys = [{k: (p.latest or {}).get(k) for k in ("peer_id", "neighbor_ids", "exchange_partners", "exponential_partners",
+                                                  "exchanges", "bans", "rejected", "signaling", "links")} for p in procs]  # fmt: skip
+    logs = {p.name: p.log.read_text(errors="replace").splitlines()[-40:] for p in procs if p.log.exists()}
+    return json.dumps({"tab": tab, "python": pys, "page_errors": errors, "console": console, "logs": logs}, default=str)
+
+
 SNAPSHOT = "() => { const s = window.swarmPeer && window.swarmPeer.snapshot(); if (s) delete s.history; return s; }"
 
 
@@ -105,10 +117,13 @@ async def test_a_tab_in_an_exponential_swarm_links_to_and_exchanges_with_its_exp
     join_url = (await upload(server, pub))["join_url"]
     procs = [spawn_peer(join_url, tmp_path, f"py{i}", "--seed", str(i)) for i in range(3)]
     errors: list[str] = []
+    console: list[str] = []
     try:
         async with chromium() as browser:
             page = await (await browser.new_context()).new_page()
             page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("console", lambda m: console.append(f"{m.type}: {m.text}")
+                    if m.type in ("warning", "error") and len(console) < 200 else None)  # fmt: skip
             await page.goto(f"{join_url}?seed=7")
             deadline = time.monotonic() + 600
             while True:
@@ -122,8 +137,7 @@ async def test_a_tab_in_an_exponential_swarm_links_to_and_exchanges_with_its_exp
                             and all(snap["peerId"] in p.latest["exchange_partners"] for p in procs  # type: ignore[index]
                                     if snap["peerId"] in exponential_neighbors(p.latest["peer_id"], members))):  # type: ignore[index]
                         break
-                assert time.monotonic() < deadline, (snap and {k: snap.get(k) for k in (
-                    "status", "error", "exchangePartners", "exponentialPartners", "onSchedule", "exchangeRounds")}, errors)
+                assert time.monotonic() < deadline, _why(snap, procs, errors, console)
                 assert all(p.proc.poll() is None for p in procs), "a peer exited early; see its log"
                 await asyncio.sleep(1.0)
             assert snap["mixing"] == "exponential" and snap["fanout"] == 1

@@ -309,17 +309,21 @@ export class BrowserPeer {
         await sleep(200); // paused: still answers neighbors' exchanges
         continue;
       }
-      const left = t.local_steps - sinceExchange; // none left: an exchange is in flight, train on meanwhile
-      const n = left > 0 ? Math.min(TRAIN_CHUNK, left) : TRAIN_CHUNK;
-      loss = await this.trainer.lock.run(async () => {
-        const mean = await this.trainer.trainSteps(n);
-        await this.lastGood.check(); // non-finite: rolled back before the lock lets a neighbor read it
-        return mean;
-      });
-      sinceExchange += n;
-      if (this.trainer.step % t.eval_every < n) {
-        await this._record(loss);
-        await this.trainer.lock.run(() => this.lastGood.save());
+      // a FedAvg client trains no further than its round until the round's average came (peer/schedule.py)
+      const waiting = this.role === "client" && sinceExchange >= t.local_steps;
+      if (!waiting) {
+        const left = t.local_steps - sinceExchange; // none left: an exchange is in flight, train on meanwhile
+        const n = left > 0 ? Math.min(TRAIN_CHUNK, left) : TRAIN_CHUNK;
+        loss = await this.trainer.lock.run(async () => {
+          const mean = await this.trainer.trainSteps(n);
+          await this.lastGood.check(); // non-finite: rolled back before the lock lets a neighbor read it
+          return mean;
+        });
+        sinceExchange += n;
+        if (this.trainer.step % t.eval_every < n) {
+          await this._record(loss);
+          await this.trainer.lock.run(() => this.lastGood.save());
+        }
       }
       if (sinceExchange >= t.local_steps && !this.exchangeInFlight) {
         await this.trainer.lock.run(() => this.lastGood.save()); // the weights this exchange sends
@@ -327,10 +331,12 @@ export class BrowserPeer {
         if (beside) { // beside training (peer/node.py): the merge lands when the reply does
           this._background = exchange;
           exchange.catch((err) => console.error("exchange failed", err)).finally(() => { this._background = null; });
+          sinceExchange = 0;
+        } else if (await exchange > 0 || this.role !== "client") {
+          sinceExchange = 0;
         } else {
-          await exchange;
+          await sleep(200); // no round's average (the aggregator is not linked, or timed out): wait, then ask again
         }
-        sinceExchange = 0;
       }
       await yieldNow();
     }
@@ -353,11 +359,13 @@ export class BrowserPeer {
 
   /** One round: an exchange with each of its partners in turn; each deadline comes from the frame size and that link. */
   async _exchange() {
+    let merged = 0;
     for (const peer of this.roundPartners()) {
       if (!this.mesh.links.has(peer)) continue; // closed while an earlier partner of this round was exchanging
       this.partners[peer] = (this.partners[peer] || 0) + 1;
-      await this._exchangeWith(peer);
+      if (await this._exchangeWith(peer) === Outcome.MERGED) merged += 1;
     }
+    return merged; // how many of the round's exchanges merged (0 with no open link)
   }
 
   async _exchangeWith(peer) {
@@ -376,6 +384,7 @@ export class BrowserPeer {
       this.timeouts.delete(peer);
     }
     if (outcome !== Outcome.MERGED) await sleep(Math.random() * 50); // desynchronize retries after a decline
+    return outcome;
   }
 
   pause() { this.running = false; }
