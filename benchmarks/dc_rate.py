@@ -30,7 +30,8 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -60,12 +61,40 @@ def endpoint_env(stack: str, stock: Path | None) -> dict[str, str] | None:
     return env_with(stock)
 
 
-def _result(proc: subprocess.Popen[str], who: str) -> dict[str, Any]:
+def result_of(proc: subprocess.Popen[str], who: str) -> dict[str, Any]:
+    """The ``{"result": ...}`` line an endpoint process prints; RuntimeError (with its stderr) if it ends without one."""
     for line in proc.stdout:  # type: ignore[union-attr]
         msg = json.loads(line)
         if "result" in msg:
             return msg["result"]
     raise RuntimeError(f"the {who} ended without a result (exit {proc.wait()}): {proc.stderr.read()[-2000:]}")  # type: ignore[union-attr]
+
+
+@contextmanager
+def endpoint_pair(offerer: list[str], answerer: list[str], envs: tuple[dict[str, str] | None, dict[str, str] | None] = (None, None),
+                  timeout_s: float = TIMEOUT_S) -> Iterator[tuple[subprocess.Popen[str], subprocess.Popen[str]]]:  # fmt: skip
+    """Start two endpoint processes (commands ``offerer`` and ``answerer``) and hand the offer and the answer across.
+
+    Yields both, connected; both are killed after ``timeout_s`` and on the way out.
+    """
+    procs = [subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                              env=env) for cmd, env in ((offerer, envs[0]), (answerer, envs[1]))]  # fmt: skip
+    timer = threading.Timer(timeout_s, lambda: [p.kill() for p in procs])
+    timer.start()
+    try:
+        offering, answering = procs
+        answering.stdin.write(offering.stdout.readline())  # type: ignore[union-attr]  # the offer
+        answering.stdin.flush()  # type: ignore[union-attr]
+        offering.stdin.write(answering.stdout.readline())  # type: ignore[union-attr]  # the answer
+        offering.stdin.flush()  # type: ignore[union-attr]
+        yield offering, answering
+        for p in procs:
+            p.wait(timeout=60)
+    finally:
+        timer.cancel()
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
 
 
 def one_transfer(send_stack: str, receive_stack: str, native_python: Path, size: int, warmup: int, message_size: int,
@@ -75,28 +104,10 @@ def one_transfer(send_stack: str, receive_stack: str, native_python: Path, size:
     Stacks: "aiortc" (the installed, patched one), "stock aiortc" (from ``stock``), "native".
     """
     common = ["--bytes", str(size), "--warmup", str(warmup), "--message-size", str(message_size)]
-    procs = {
-        role: subprocess.Popen([interpreter(stack, native_python), str(ENDPOINT), "--stack", stack.split()[-1], "--role", role, *common],
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                               env=endpoint_env(stack, stock))
-        for role, stack in (("send", send_stack), ("receive", receive_stack))
-    }  # fmt: skip
-    timer = threading.Timer(TIMEOUT_S, lambda: [p.kill() for p in procs.values()])
-    timer.start()
-    try:
-        send, receive = procs["send"], procs["receive"]
-        receive.stdin.write(send.stdout.readline())  # type: ignore[union-attr]  # the offer
-        receive.stdin.flush()  # type: ignore[union-attr]
-        send.stdin.write(receive.stdout.readline())  # type: ignore[union-attr]  # the answer
-        send.stdin.flush()  # type: ignore[union-attr]
-        sent, got = _result(send, f"{send_stack} sender"), _result(receive, f"{receive_stack} receiver")
-        for p in procs.values():
-            p.wait(timeout=60)
-    finally:
-        timer.cancel()
-        for p in procs.values():
-            if p.poll() is None:
-                p.kill()
+    cmd = {role: [interpreter(stack, native_python), str(ENDPOINT), "--stack", stack.split()[-1], "--role", role, *common]
+           for role, stack in (("send", send_stack), ("receive", receive_stack))}  # fmt: skip
+    with endpoint_pair(cmd["send"], cmd["receive"], (endpoint_env(send_stack, stock), endpoint_env(receive_stack, stock))) as (send, receive):
+        sent, got = result_of(send, f"{send_stack} sender"), result_of(receive, f"{receive_stack} receiver")
     mb = got["bytes"] / MB
     # the sender's window holds every measured byte's sending and arrival (and one short reply)
     return {"mb_s": mb / sent["wall_s"], "send_cpu_s_per_mb": sent["cpu_s"] / mb, "receive_cpu_s_per_mb": got["cpu_s"] / mb,
@@ -126,6 +137,12 @@ def table(results: dict[str, Any]) -> str:
         else:
             lines.append(f"| {name} | {r['mb_s']:.1f} | {r['send_cpu_s_per_mb']:.3f} | {r['receive_cpu_s_per_mb']:.3f} |")
     return "\n".join(lines)
+
+
+def write_report(path: Path, report: dict[str, Any]) -> None:
+    """``report`` as indented JSON at ``path``, atomically (its directory made if need be)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(report, indent=1) + "\n")
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -170,8 +187,7 @@ def main(argv: Sequence[str] | None = None) -> None:
               "config": {"trials": args.trials, "mib": args.mib, "warmup_mib": args.warmup_mib, "message_size": args.message_size,
                          "loop": "uvloop", "aiortc_sctp_patch": stock is not None, "high_water": 4 * 1024 * 1024, "low_water": 1024 * 1024},
               "results": results, "table": text}  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(args.out, json.dumps(report, indent=1) + "\n")
+    write_report(args.out, report)
     print(text)
 
 

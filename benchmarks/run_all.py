@@ -19,6 +19,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 SUITE = {
     "transfer": ["-m", "benchmarks.transfer"],
     "dc_rate": ["-m", "benchmarks.dc_rate"],
+    "exchange_time": ["-m", "benchmarks.exchange_time"],
     "sync_rate": ["-m", "benchmarks.sync_rate"],
     "signaling_load": ["-m", "benchmarks.signaling_load"],
     "time_to_accuracy": ["-m", "benchmarks.time_to_accuracy"],
@@ -70,6 +71,17 @@ def summary() -> str:
             rows.append(("data channel, two processes (uvloop), aiortc, CPU s/MB send / receive",
                          f"{a['mb_s']:.1f} MB/s; CPU {a['send_cpu_s_per_mb']:.3f} / {a['receive_cpu_s_per_mb']:.3f} s/MB; "
                          "no native stack here", "", ">= 25 MB/s"))  # fmt: skip
+    if e := _load("exchange_time"):
+        res = e["results"]
+        a, st = res.get("aiortc", {}), res.get("stock aiortc", {})
+        if "median_ms" in a:
+            stock = (f" vs {st['median_ms']:.1f} ms stock (p90 {st['p90_ms']:.1f}; CPU {st['initiator_cpu_ms']:.1f} / "
+                     f"{st['responder_cpu_ms']:.1f} ms)" if "median_ms" in st else "")  # fmt: skip
+            rows.append(("one gossip exchange of the default model, two processes (uvloop): aiortc with the SCTP patch "
+                         "vs stock, median; CPU per exchange initiator / responder",
+                         f"{a['median_ms']:.1f} ms (p90 {a['p90_ms']:.1f}; CPU {a['initiator_cpu_ms']:.1f} / "
+                         f"{a['responder_cpu_ms']:.1f} ms){stock}",
+                         f"{a['median_ms'] / st['median_ms']:.2f}x" if "median_ms" in st else "", "<= 50 ms"))  # fmt: skip
     if s := _load("sync_rate"):
         r = s["ratio_vs_float32"]
         rows.append(("weight-sync rate int8 vs float32 (params/s)",

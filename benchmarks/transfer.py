@@ -39,7 +39,8 @@ from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.rtcsctptransport import DataChunk, RTCSctpTransport
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from peer.gossip import GossipEngine, Outcome, Update
+from benchmarks.exchange_endpoint import ArrayModel
+from peer.gossip import GossipEngine, Outcome
 from peer.ice import use_candidate_addresses
 import peer.link
 from peer.link import PeerLink
@@ -248,20 +249,6 @@ async def websocket_rate(frames: Sequence[bytes]) -> float:
 
 
 # ---- (c): one gossip exchange, verified on both ends ------------------------------------
-
-
-class ArrayModel:
-    """gossip.LocalModel over plain arrays (the trainer's current/assign without TensorFlow)."""
-
-    def __init__(self, weights: list[np.ndarray], weight: float) -> None:
-        self.lock = asyncio.Lock()
-        self.weights, self.weight = weights, weight
-
-    def current(self) -> Update:
-        return Update([w.copy() for w in self.weights], self.weight, 0)
-
-    def assign(self, weights: list[np.ndarray], weight: float) -> None:
-        self.weights, self.weight = weights, weight
 
 
 @dataclass
