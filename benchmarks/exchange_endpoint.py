@@ -8,7 +8,7 @@ numpy arrays (no TensorFlow: the exchange, not a training step, is timed). uvloo
 
 Signaling is JSON lines on stdin/stdout: the initiator prints ``{"sdp": offer}`` and reads the
 answer; the responder reads the offer and prints ``{"sdp": answer}``. The initiator runs one
-warm-up exchange, then ``--rounds`` timed ones (``GossipEngine.initiate``: propose, accept,
+warm-up exchange, then ``--rounds`` timed ones, one starting every ``--interval-ms`` (``GossipEngine.initiate``: propose, accept,
 request, verification, averaging and response, merge), and prints
 ``{"result": {"ms": [...], "cpu_s": ...}}``; the responder prints its own result
 (``served``, ``cpu_s`` since the warm-up was served) once the parent writes ``{"stop": true}``.
@@ -58,7 +58,7 @@ class ArrayModel:
         self.weights, self.weight = weights, weight
 
 
-async def run(role: str, key: Ed25519PrivateKey, peer_key: bytes, rounds: int, seed: int) -> None:
+async def run(role: str, key: Ed25519PrivateKey, peer_key: bytes, rounds: int, seed: int, interval_s: float) -> None:
     use_candidate_addresses(["127.0.0.1"])  # nothing leaves loopback
     rng = np.random.default_rng(seed)
     model = ArrayModel([rng.standard_normal(s).astype(np.float32) for s in SHAPES], 1600.0)
@@ -90,11 +90,15 @@ async def run(role: str, key: Ed25519PrivateKey, peer_key: bytes, rounds: int, s
         async with asyncio.timeout(OPEN_TIMEOUT_S):
             await link.opened.wait()
         if role == "initiator":
-            times, cpu0 = [], 0.0
+            times, cpu0, next_start = [], 0.0, time.perf_counter()
             for i in range(rounds + 1):  # the first exchange warms up
                 if i == 1:
                     cpu0 = time.process_time()
+                # paced as training paces live exchanges: back to back they would pass the responder's
+                # per-neighbor frame limit (peer.transport FRAME_RATE) and be dropped as rate_limited
+                await asyncio.sleep(max(0.0, next_start - time.perf_counter()))
                 start = time.perf_counter()
+                next_start = start + interval_s
                 outcome = await engine.initiate(link.peer_id, transport, timeout=TIMEOUT_S)
                 if outcome != Outcome.MERGED:
                     raise RuntimeError(f"exchange {i} ended {outcome.value}")
@@ -120,9 +124,10 @@ def main() -> None:
     parser.add_argument("--peer", required=True, help="the other end's public key, 32 bytes hex")
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--interval-ms", type=float, default=100.0, help="from one exchange's start to the next's")
     args = parser.parse_args()
     key = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(args.key))
-    uvloop.run(run(args.role, key, bytes.fromhex(args.peer), args.rounds, args.seed))
+    uvloop.run(run(args.role, key, bytes.fromhex(args.peer), args.rounds, args.seed, args.interval_ms / 1e3))
 
 
 if __name__ == "__main__":
