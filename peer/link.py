@@ -332,7 +332,13 @@ class PeerLink:
         asyncio.ensure_future(self.close(reason))
 
     async def send(self, build: Callable[[], bytes]) -> None:
-        """Build a frame under the link's send lock and send it in chunks with backpressure."""
+        """Build a frame under the link's send lock and send it in chunks with backpressure.
+
+        Raises TimeoutError when the send buffer did not drain to low water within the allowance
+        (``send_timeout``, or 4x the frame's time at the measured rate), counted afresh after each
+        drain, or when the whole send passed ``SEND_TIMEOUT_CEILING_S``; ConnectionError when the
+        link is or becomes closed.
+        """
         async with self.send_lock:
             if self.state != LinkState.OPEN or self.channel is None:
                 raise ConnectionError(f"link to {self.peer_id[:8]} is {self.state.value}")
@@ -341,11 +347,18 @@ class PeerLink:
             # a large model on a slow link takes longer than the default: allow 4x what the link's rate says
             timeout = min(SEND_TIMEOUT_CEILING_S, max(self.send_timeout, 4.0 * len(data) / (self.rate_bytes_s or DEFAULT_RATE_BYTES_S)))
             started = time.monotonic()
-            async with asyncio.timeout(timeout):
+            loop = asyncio.get_running_loop()
+            ceiling = loop.time() + SEND_TIMEOUT_CEILING_S
+            async with asyncio.timeout(timeout) as allowance:
                 for chunk in split_frame(data, self._transfer_id, self.message_size):
                     while self.channel.bufferedAmount > HIGH_WATER and self.state == LinkState.OPEN:
                         self._low.clear()
                         await self._low.wait()
+                        # drained to low water: the link moves, so the allowance starts again. A
+                        # lossy link slower than its estimate (1% loss at 120 ms drains 3 MiB in
+                        # ~30 s) finishes; a neighbor that stops reading still times out, and the
+                        # ceiling bounds the whole send
+                        allowance.reschedule(min(loop.time() + timeout, ceiling))
                     if self.state != LinkState.OPEN:
                         raise ConnectionError(f"link to {self.peer_id[:8]} closed while sending")
                     self.channel.send(chunk)

@@ -11,6 +11,7 @@ import asyncio
 import math
 import os
 import secrets
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,8 +75,12 @@ async def swarm_url(tmp_path: Path) -> AsyncIterator[tuple[str, str]]:
 
 
 @pytest.fixture
-async def pair(swarm_url: tuple[str, str]) -> AsyncIterator[tuple[Side, Side]]:
-    """Two joined meshes that make no links on their own (``degree`` 0) and accept one offer."""
+async def pair(swarm_url: tuple[str, str], request: pytest.FixtureRequest) -> AsyncIterator[tuple[Side, Side]]:
+    """Two joined meshes that make no links on their own (``degree`` 0) and accept one offer.
+
+    Their frame limit is ``MAX_FRAME``, or the test's indirect parameter.
+    """
+    max_frame = getattr(request, "param", MAX_FRAME)
     ws_url, swarm_id = swarm_url
     use_candidate_addresses(["127.0.0.1"])
     sides: list[Side] = []
@@ -87,7 +92,7 @@ async def pair(swarm_url: tuple[str, str]) -> AsyncIterator[tuple[Side, Side]]:
                 frames.put_nowait((link, data))
 
             config = MeshConfig(degree=0, max_degree=1, maintain_interval=0.1)
-            mesh = Mesh(Ed25519PrivateKey.generate(), ws_url, swarm_id, config, max_frame_size=MAX_FRAME, on_frame=on_frame)
+            mesh = Mesh(Ed25519PrivateKey.generate(), ws_url, swarm_id, config, max_frame_size=max_frame, on_frame=on_frame)
             sides.append(Side(mesh, frames))
             await asyncio.wait_for(mesh.start(), TIMEOUT)
             mesh.accept_links()
@@ -134,6 +139,25 @@ async def test_large_frames_arrive_whole_both_ways_and_counters_agree(pair: tupl
     assert ab.bytes_sent == ba.bytes_received == ab_bytes
     assert ba.bytes_sent == ab.bytes_received == wire_bytes(len(big))
     assert not a.mesh.stats.chunk_rejects and not b.mesh.stats.chunk_rejects
+
+
+SLOW_SEND = 96 * 1024 * 1024  # ~10 s through one process's aiortc; each drain to low water (3 MiB) well under 1 s
+
+
+@pytest.mark.parametrize("pair", [SLOW_SEND + 4096], indirect=True)
+async def test_a_send_longer_than_its_allowance_finishes_while_the_buffer_keeps_draining(pair: tuple[Side, Side]) -> None:
+    """The allowance counts from the last drain to low water, not from the send's start (peer/link.py send):
+    a link slower than its estimate (a lossy mobile path) finishes its frame instead of timing out."""
+    a, b = pair
+    ab, ba = await open_link(a, b)
+    ab.send_timeout, ab.rate_bytes_s = 2.0, 1e12  # a rate estimate far above what this link does
+    data = os.urandom(SLOW_SEND)
+    started = time.monotonic()
+    await ab.send(lambda: data)
+    took = time.monotonic() - started
+    link, got = await asyncio.wait_for(b.frames.get(), 300)
+    assert link is ba and got == data
+    assert took > 2 * ab.send_timeout, f"the send took {took:.1f} s: too fast to show the allowance renewing"
 
 
 async def test_frame_above_the_receivers_limit_is_rejected_not_delivered(pair: tuple[Side, Side]) -> None:

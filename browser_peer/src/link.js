@@ -216,7 +216,8 @@ export class PeerLink {
     const started = performance.now();
     const allowMs = Math.min(SEND_TIMEOUT_CEILING_MS,
       Math.max(SEND_TIMEOUT_MS, (4000 * data.length) / (this.rateBytesPerS || DEFAULT_RATE_BYTES_S)));
-    const deadline = started + allowMs;
+    const ceiling = started + SEND_TIMEOUT_CEILING_MS;
+    let deadline = started + allowMs;
     for (const chunk of splitFrame(data, this._transferId, size)) {
       while (this.channel.bufferedAmount > HIGH_WATER && this.state === LinkState.OPEN) {
         if (performance.now() > deadline) throw new Error("send timed out: the neighbor does not drain");
@@ -224,6 +225,9 @@ export class PeerLink {
           this._lowWaiters.push(resolve);
           setTimeout(resolve, 1000); // re-check even if the event never fires
         });
+        // drained to low water: the link moves, so the allowance starts again (peer/link.py send);
+        // a neighbor that stops reading still times out, and the ceiling bounds the whole send
+        if (this.channel.bufferedAmount <= LOW_WATER) deadline = Math.min(performance.now() + allowMs, ceiling);
       }
       if (this.state !== LinkState.OPEN) throw new Error(`link to ${this.peerId.slice(0, 8)} closed while sending`);
       this.channel.send(chunk);
