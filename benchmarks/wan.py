@@ -78,7 +78,8 @@ def transfer(profile: str, template: Path, swarm_id: str, frame_bytes: int, exch
     if spec.rate_mbit:
         link_mb_s = spec.rate_mbit / 8.0
         result["link_rate_mb_s"] = link_mb_s
-        result["rate_fraction_of_link"] = result["rate_mb_s"] / link_mb_s
+        if "rate_mb_s" in result:  # else the bulk part failed (rate_error) and only the exchanges count
+            result["rate_fraction_of_link"] = result["rate_mb_s"] / link_mb_s
         result["loss_limited_mb_s"] = loss_limited_rate(spec.rtt_ms, spec.loss_pct) / 1e6
         allowed_rate = min(link_mb_s, result["loss_limited_mb_s"]) * 1e6
         result["exchange_rate_allowed_s"] = 2 * frame_bytes / (link_mb_s * 1e6) + spec.rtt_ms / 1000.0
@@ -238,7 +239,8 @@ def table(results: dict[str, Any]) -> str:
         if st and "exchange_median_s" in st:
             ex += f" / {1000 * st['exchange_median_s']:.0f} ms"
             over += f" / {st['exchange_over_allowed']:.2f}x" if st.get("exchange_over_allowed") else ""
-        lines.append(f"| {name} | {link} | {t['rate_mb_s']:.2f} MB/s ({frac}) | {btxt} | {ex} | {over} | {tta} |")
+        rate = f"{t['rate_mb_s']:.2f} MB/s ({frac})" if "rate_mb_s" in t else f"failed: {t.get('rate_error', '?')}"
+        lines.append(f"| {name} | {link} | {rate} | {btxt} | {ex} | {over} | {tta} |")
     return "\n".join(lines) + "\n"
 
 
