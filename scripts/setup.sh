@@ -42,6 +42,13 @@ fi
 # took 2.3 s instead of 0.9 s. Applied to aiortc 1.16.0 only; another release is left as it is.
 sctp_patch=patches/aiortc-sctp-burst-after-idle.patch
 site=$(.venv/bin/python -c 'import aiortc, os; print(os.path.dirname(os.path.dirname(aiortc.__file__)))')
+aiortc_version=$(.venv/bin/python -c 'from importlib.metadata import version; print(version("aiortc"))')
+if ! patch -p1 -R -s -f --dry-run -d "$site" < "$sctp_patch" >/dev/null 2>&1 \
+   && ! patch -p1 -N -s -f --dry-run -d "$site" < "$sctp_patch" >/dev/null 2>&1 && [[ "$aiortc_version" == 1.16.0 ]]; then
+  # neither applied nor applicable on 1.16.0: an earlier version of the patch is in; start from the release
+  echo "setup: reinstalling aiortc 1.16.0 to replace an earlier version of $sctp_patch"
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --force-reinstall aiortc==1.16.0
+fi
 if patch -p1 -R -s -f --dry-run -d "$site" < "$sctp_patch" >/dev/null 2>&1; then
   :  # already applied
 elif patch -p1 -N -s -f --dry-run -d "$site" < "$sctp_patch" >/dev/null 2>&1; then

@@ -1,8 +1,10 @@
 """patches/aiortc-sctp-burst-after-idle.patch: applied by scripts/setup.sh, and what it changes.
 
 Two real aiortc peer connections on this machine. After a warm-up has grown SCTP's congestion
-window, a message queued on the idle association leaves with the window (patched), not four
-packets (stock aiortc's Max.Burst cap with nothing in flight).
+window, one or two messages queued on the idle association leave with the window (patched),
+not four packets (stock aiortc's Max.Burst cap with nothing in flight), and not the first
+message and four packets (the patch's first version, which capped again once the first
+message was in flight).
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.rtcsctptransport import USERDATA_MAX_LENGTH
 
 from benchmarks.aiortc_variant import installed_is_patched, stock_overlay
+from peer.link import enlarge_socket_buffers
 
 MESSAGE = b"x" * 262144
 
@@ -29,7 +33,7 @@ def test_setup_applied_the_patch_and_the_stock_overlay_reverses_it(tmp_path: Pat
     assert "nothing in flight" not in (overlay / "aiortc" / "rtcsctptransport.py").read_text()
 
 
-async def _first_flight_after_idle() -> tuple[int, int]:
+async def _first_flight_after_idle(messages: int) -> tuple[int, int]:
     a, b = RTCPeerConnection(RTCConfiguration(iceServers=[])), RTCPeerConnection(RTCConfiguration(iceServers=[]))
     got: asyncio.Queue[bytes] = asyncio.Queue()
     b.on("datachannel", lambda ch: ch.on("message", got.put_nowait))
@@ -42,26 +46,33 @@ async def _first_flight_after_idle() -> tuple[int, int]:
         async with asyncio.timeout(30):
             while channel.readyState != "open":
                 await asyncio.sleep(0.01)
-            for _ in range(8):  # warm-up: the window grows
+            for pc in (a, b):  # as the peers' links do: no loopback drops to shrink the window
+                enlarge_socket_buffers(pc)
+            for _ in range(16):  # warm-up: the window grows
                 channel.send(MESSAGE)
-            for _ in range(8):
+            for _ in range(16):
                 await got.get()
             sctp = a.sctp
             while sctp._flight_size:  # idle: everything acknowledged
                 await asyncio.sleep(0.01)
             cwnd = sctp._cwnd
-            channel.send(MESSAGE)
-            await asyncio.sleep(0)  # the send task queues the chunks and transmits once
-            await asyncio.sleep(0)
+            for _ in range(messages):  # a gossip frame of the default model is two messages
+                channel.send(MESSAGE)
+            for _ in range(2 * messages):  # each send task queues its chunks and transmits
+                await asyncio.sleep(0)
             first_flight = sctp._flight_size
-            await got.get()
+            for _ in range(messages):
+                await got.get()
         return cwnd, first_flight
     finally:
         await a.close()
         await b.close()
 
 
-def test_a_message_after_idle_leaves_with_the_window_not_four_packets() -> None:
-    cwnd, first_flight = asyncio.run(_first_flight_after_idle())
-    assert cwnd > 8 * USERDATA_MAX_LENGTH, "the warm-up should have opened the window"
-    assert first_flight > 4 * USERDATA_MAX_LENGTH, f"only {first_flight} bytes left at once with a {cwnd}-byte window"
+@pytest.mark.parametrize("messages", [1, 2])
+def test_messages_sent_after_idle_leave_with_the_window_not_four_packets(messages: int) -> None:
+    cwnd, first_flight = asyncio.run(_first_flight_after_idle(messages))
+    assert cwnd > messages * len(MESSAGE) + 8 * USERDATA_MAX_LENGTH, "the warm-up should have opened the window"
+    # stock aiortc: four packets; the first version of the patch: the first message and four packets
+    assert first_flight > (messages - 1) * len(MESSAGE) + 4 * USERDATA_MAX_LENGTH, (
+        f"only {first_flight} bytes of {messages} x {len(MESSAGE)} left at once with a {cwnd}-byte window")
