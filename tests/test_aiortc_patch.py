@@ -48,7 +48,7 @@ async def _first_flight_after_idle(messages: int) -> tuple[int, int]:
             while channel.readyState != "open":
                 await asyncio.sleep(0.01)
             for pc in (a, b):  # as the peers' links do: no loopback drops to shrink the window
-                enlarge_socket_buffers(pc)
+                enlarge_socket_buffers(pc, 4 * 1024 * 1024)  # explicit: benchmarks.transfer zeroes the default on import
             sctp = a.sctp
             for _ in range(5):  # warm-up until the window holds the messages (a loss under load shrinks it)
                 for _ in range(16):
