@@ -190,7 +190,9 @@ class PeerLink:
     def _set_state(self, state: LinkState) -> None:
         if state == self.state:
             return
-        log.debug("link %s: %s -> %s", self.peer_id[:8], self.state.value, state.value)
+        # opens and closes are rare (a few per neighbor per run) and are what a mesh that did not form is read from
+        level = logging.INFO if state in (LinkState.OPEN, LinkState.CLOSED) else logging.DEBUG
+        log.log(level, "link %s (%s): %s -> %s", self.peer_id[:8], self.remote.client, self.state.value, state.value)
         self.state = state
         if state == LinkState.OPEN:
             enlarge_socket_buffers(self.pc)

@@ -471,7 +471,8 @@ class Mesh:
 
     def _expire(self, link: PeerLink) -> None:
         if link.state == LinkState.CONNECTING:
-            log.debug("link %s did not open in time", link.peer_id[:8])
+            log.info("link %s did not open within %.0f s; offering again in %.0f s", link.peer_id[:8],
+                     self.config.connect_timeout, self.config.retry_after)  # fmt: skip
             asyncio.ensure_future(link.close())
 
     def _on_link_closed(self, link: PeerLink) -> None:

@@ -2,11 +2,18 @@
 
 Shared by the Python and browser end-to-end tests: every frame must be rejected, each for
 its own reason, while training goes on.
+
+The rogue answers every proposal, request and pull with a signed decline (in a session of its
+own, so its replies never make a tampered frame look replayed). A rogue that stayed silent was
+dropped by honest peers after two unanswered proposals (about 20 s), and on a loaded 2-core
+machine that once cut its tampered frames off before the last of them arrived: the test then
+measured our scheduler, not our verifier.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -20,7 +27,7 @@ from peer.link import PeerLink
 from peer.mesh import Mesh, MeshConfig
 from protocols.codecs import CodecId
 from protocols.crypto import sha256, sign
-from protocols.frame import FrameKind, build_frame
+from protocols.frame import FrameKind, build_frame, decode_frame
 
 
 def hostile_frame(key: Ed25519PrivateKey, tensors: list[np.ndarray], codec: int = CodecId.FLOAT32, **fields: Any) -> bytes:
@@ -69,8 +76,11 @@ def tampered_frames(key: Ed25519PrivateKey, swarm: bytes, model: bytes, receiver
     }
 
 
-async def join_rogue(join_url: str, n_peers: int) -> tuple[Mesh, int]:
-    """Join as a member, link to every peer, send each the tampered frames; return (mesh, frames per peer).
+async def join_rogue(join_url: str, n_peers: int) -> tuple[Mesh, int, dict[str, int]]:
+    """Join as a member, link to every peer, send each the tampered frames.
+
+    Returns (mesh, tampered frames per peer, declines sent so far by peer id); the declines go on
+    until the mesh closes, and they are the only frames of the rogue a peer may accept.
 
     The caller closes the mesh once the peers reported the rejects (closing earlier could
     cut frames still in flight).
@@ -81,12 +91,29 @@ async def join_rogue(join_url: str, n_peers: int) -> tuple[Mesh, int]:
     shapes = [tuple(w.shape) for w in manifest.model.weights]
     key = Ed25519PrivateKey.generate()
 
-    async def ignore(link: PeerLink, data: bytes) -> None:
-        return None
+    replies = iter(range(1, 1 << 62))
+    declined: dict[str, int] = {}
+    asks = (FrameKind.EXCHANGE_PROPOSE, FrameKind.EXCHANGE_REQUEST, FrameKind.PULL_REQUEST)
+
+    async def decline(link: PeerLink, data: bytes) -> None:
+        try:
+            h = decode_frame(data).header
+        except Exception:  # noqa: BLE001 - whatever an honest peer sent, the rogue only declines or ignores
+            return
+        if h.kind not in asks:
+            return
+        reply = build_frame(key, kind=FrameKind.EXCHANGE_DECLINE, swarm_id=h.swarm_id, model_id=h.model_id,
+                            receiver=link.remote_key, session=2, seq=next(replies), exchange_id=h.exchange_id,
+                            sample_weight=0.0, step=0).encode()  # fmt: skip
+        try:
+            await link.send(lambda: reply)
+            declined[link.peer_id] = declined.get(link.peer_id, 0) + 1
+        except (ConnectionError, TimeoutError):
+            pass  # the link closed under us: the test is over or the peer dropped us
 
     use_candidate_addresses(["127.0.0.1"])
     mesh = Mesh(key, server.replace("http", "ws", 1) + "/ws", swarm_id, MeshConfig(degree=n_peers, max_degree=n_peers),
-                max_frame_size=1 << 20, on_frame=ignore)  # fmt: skip
+                max_frame_size=1 << 20, on_frame=decline)  # fmt: skip
     try:
         await asyncio.wait_for(mesh.start(), 30)
         mesh.accept_links()
@@ -97,7 +124,14 @@ async def join_rogue(join_url: str, n_peers: int) -> tuple[Mesh, int]:
             frames = tampered_frames(key, bytes.fromhex(swarm_id), bytes.fromhex(signed.model_id), link.remote_key, shapes)
             for data in frames.values():
                 await link.send(lambda d=data: d)
-        return mesh, len(frames)
+        # send() returns once a frame is buffered (up to HIGH_WATER): wait until every frame left
+        # this process, so a caller's deadline counts delivery, not our own SCTP queue
+        started = time.monotonic()
+        async with asyncio.timeout(60):
+            while any(link.channel is not None and link.channel.bufferedAmount for link in mesh.open_links()):
+                await asyncio.sleep(0.05)
+        print(f"rogue: {len(frames)} frames to each of {n_peers} peers left its buffers {time.monotonic() - started:.2f} s after the last was queued")
+        return mesh, len(frames), declined
     except BaseException:
         await mesh.close()
         raise

@@ -69,6 +69,27 @@ async def _board_credits_everyone(join_url: str, peer_ids: set[str]) -> None:
     assert board["swarm_accuracy"] == claims[(len(claims) - 1) // 2] >= TARGET - 0.05, board
 
 
+def _swarm_state(snaps: list[dict[str, Any]], procs: list[PeerProcess]) -> str:
+    """Each peer's links, accuracy, accepted senders, rejects and exchanges, and the tails of the Python
+    peers' logs: what a phase that timed out needs to be read (the raw snapshots are truncated)."""
+    lines = []
+    for s in snaps:
+        if not s:
+            lines.append("a tab with no peer yet")
+            continue
+        links = ", ".join(f"{n['peerId'][:8]}({n['client']}):{n['state']}" for n in s["neighbors"])
+        accepted = sorted(k[:8] for k in s["acceptedFrom"])
+        lines.append(f"tab {s['peerId'][:8]} {s['status']} acc={s['testAcc']} links=[{links}] accepted_from={accepted} "
+                     f"rejected={s['rejected']} exchanges={s['exchanges']}")  # fmt: skip
+    for p in procs:
+        r = p.latest or {}
+        accepted = sorted(k[:8] for k in r.get("accepted_from", {}))
+        lines.append(f"{p.name} {str(r.get('peer_id'))[:8]} acc={r.get('test_acc')} neighbors={r.get('neighbor_ids')} "
+                     f"accepted_from={accepted} exchanges={r.get('exchanges')} served={r.get('served')}\n"
+                     f"{p.log.read_text(errors='replace')[-2500:]}")  # fmt: skip
+    return "\n".join(lines)
+
+
 def _alive(procs: list[PeerProcess], errors: list[str]) -> None:
     assert not errors, errors
     assert all(p.proc.poll() is None for p in procs), "a Python peer exited early; see its log"
@@ -83,20 +104,23 @@ async def test_python_and_browser_peers_train_together_and_reject_a_rogue(server
     try:
         async with chromium() as browser:
             pages = [await open_peer(browser, join_url, seed, errors) for seed in (10, 11)]
-            # everyone linked to everyone before the rogue arrives (4 peers, degree 4: a full mesh)
+            # everyone training with 2 open links before the rogue arrives: of 4 peers (2 of each kind) that
+            # links every tab to a Python peer and every Python peer to a tab. Not the full mesh degree 4
+            # leads to: on a loaded 2-core CI machine one pair's link can miss its first offer and its
+            # retry (25 s each), and the mesh completing is not what this test is about
             deadline = time.monotonic() + 180
             while True:
                 snaps = await snapshots(pages)
                 rows = [p.latest for p in procs]
-                linked = all(s and s["status"] == "training" and len([n for n in s["neighbors"] if n["state"] == "open"]) >= 3
-                             for s in snaps) and all(r is not None and r["neighbors"] >= 3 for r in rows)  # fmt: skip
+                linked = all(s and s["status"] == "training" and len([n for n in s["neighbors"] if n["state"] == "open"]) >= 2
+                             for s in snaps) and all(r is not None and r["neighbors"] >= 2 for r in rows)  # fmt: skip
                 if linked:
                     break
                 _alive(procs, errors)
                 assert all(not (s and s["error"]) for s in snaps), [s["error"] for s in snaps if s]
-                assert time.monotonic() < deadline, (snaps, rows)
+                assert time.monotonic() < deadline, _swarm_state(snaps, procs)
                 await asyncio.sleep(1)
-            rogue, sent = await join_rogue(join_url, 4)
+            rogue, sent, declined = await join_rogue(join_url, 4)
             try:
                 py_ids = {r["peer_id"] for p in procs if (r := p.latest)}
                 browser_ids = {s["peerId"] for s in snaps}
@@ -120,11 +144,12 @@ async def test_python_and_browser_peers_train_together_and_reject_a_rogue(server
                     if done:
                         break
                     _alive(procs, errors)
-                    assert time.monotonic() < deadline, (snaps, rows)
+                    assert time.monotonic() < deadline, f"the rogue sent {sent} frames to each\n" + _swarm_state(snaps, procs)
                     await asyncio.sleep(1)
             finally:
                 await rogue.close()
-            print("\ntab exchanges:", [s["exchanges"] for s in snaps],
+            print("\nthe rogue declined, by peer:", {k[:8]: n for k, n in declined.items()})
+            print("tab exchanges:", [s["exchanges"] for s in snaps],
                   "Python exchanges:", [(r["exchanges"], r["served"]) for r in rows if r])  # fmt: skip
 
             # the tabs' models, evaluated here on the whole test split (not what the tabs report)
