@@ -107,7 +107,7 @@ async def test_python_and_browser_peers_train_together_and_reject_a_rogue(server
             # everyone training with 2 open links before the rogue arrives: of 4 peers (2 of each kind) that
             # links every tab to a Python peer and every Python peer to a tab. Not the full mesh degree 4
             # leads to: on a loaded 2-core CI machine one pair's link can miss its first offer and its
-            # retry (25 s each), and the mesh completing is not what this test is about
+            # retry (a connect timeout plus a retry delay each), and the mesh completing is not what this test is about
             deadline = time.monotonic() + 180
             while True:
                 snaps = await snapshots(pages)
